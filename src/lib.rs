@@ -1,0 +1,23 @@
+#![warn(missing_docs)]
+//! # candle-generative
+//!
+//! Generative image-model building blocks on [candle](https://github.com/huggingface/candle)
+//! tensors, trainable on CPU, CUDA and Metal.
+//!
+//! The crate is organised as in `docs/architecture.md`:
+//! - [`error`]: the one [`Error`] type and [`Result`] alias;
+//! - [`rng`]: seeded randomness for every device ([`rng::Rng`]);
+//! - [`device`]: device and dtype selection for examples;
+//! - [`data`]: IDX (MNIST / Fashion-MNIST), image folders, procedural shapes, batching,
+//!   transforms and augmentations;
+//! - [`io`]: PNG image grids.
+//!
+//! Images are `(B, C, H, W)` tensors; each function states the value range it expects.
+
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod io;
+pub mod rng;
+
+pub use error::{Error, Result};

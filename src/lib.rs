@@ -21,3 +21,8 @@ pub mod io;
 pub mod rng;
 
 pub use error::{Error, Result};
+
+// Compiles the README's usage example with the doc tests, so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -8,7 +8,8 @@
 //! - [`idx`]: the IDX format of MNIST and Fashion-MNIST (raw or `.gz`);
 //! - [`mnist`]: `fashion_mnist(dir)`, `mnist(dir)` and where to find them;
 //! - [`image_folder`]: PNG/JPEG folders (user data, CycleGAN domains);
-//! - [`procedural`]: seeded shapes, the data set that needs no download.
+//! - [`procedural`]: seeded shapes, the data set that needs no download;
+//! - [`fashion_mnist_or_shapes`]: what the examples train on.
 
 pub mod augment;
 pub mod batcher;
@@ -17,6 +18,8 @@ pub mod idx;
 pub mod image_folder;
 pub mod mnist;
 pub mod procedural;
+mod source;
 pub mod transforms;
 
 pub use dataset::{ImageDataset, Split};
+pub use source::{fashion_mnist_or_shapes, DataSource};

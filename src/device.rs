@@ -26,9 +26,8 @@ pub fn parse_device(name: &str) -> Result<Device> {
     let lower = name.trim().to_ascii_lowercase();
     let (kind, ordinal) = match lower.split_once(':') {
         Some((k, n)) => {
-            let n = n
-                .parse::<usize>()
-                .map_err(|_| Error::config("device", format!("bad device ordinal in `{name}`")))?;
+            let n =
+                n.parse::<usize>().map_err(|_| Error::config("device", format!("bad device ordinal in `{name}`")))?;
             (k.to_string(), n)
         }
         None => (lower.clone(), 0),

@@ -4,6 +4,7 @@ use candle_generative::data::mnist::{
     fashion_mnist, find_fashion_mnist, DEBIAN_FASHION_MNIST_DIR, FASHION_MNIST_ENV, REQUIRE_DATA_ENV,
 };
 use candle_generative::data::Split;
+use std::io::Write;
 
 /// Fashion-MNIST when it is installed, else `None` after a `SKIPPED <test_name>` note on stderr.
 ///
@@ -20,7 +21,10 @@ pub fn fashion_mnist_or_skip(test_name: &str) -> Option<Split> {
                  holding its IDX files"
             );
         }
-        eprintln!(
+        // Written to the stderr handle directly: the test harness captures `eprintln!` of passing
+        // tests, and a skip must be visible.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED {test_name}: Fashion-MNIST not found in {looked}; `apt-get install dataset-fashion-mnist` \
              or set {FASHION_MNIST_ENV} to run it"
         );

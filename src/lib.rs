@@ -10,14 +10,18 @@
 //! - [`device`]: device and dtype selection for examples;
 //! - [`data`]: IDX (MNIST / Fashion-MNIST), image folders, procedural shapes, batching,
 //!   transforms and augmentations;
-//! - [`io`]: PNG image grids.
+//! - [`hyperparam`]: seeded grid, random and successive-halving hyper-parameter search;
+//! - [`optim`]: optimizers with checkpointable state, learning-rate schedules, EMA, clipping;
+//! - [`io`]: checkpoints, PNG image grids and the training log.
 //!
 //! Images are `(B, C, H, W)` tensors; each function states the value range it expects.
 
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod hyperparam;
 pub mod io;
+pub mod optim;
 pub mod rng;
 
 pub use error::{Error, Result};
@@ -26,3 +30,8 @@ pub use error::{Error, Result};
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+// Compiles the training-loop guide's code with the doc tests.
+#[doc = include_str!("../docs/training_loop.md")]
+#[cfg(doctest)]
+pub struct TrainingLoopGuideDoctests;

@@ -1,0 +1,24 @@
+//! Training utilities: optimizers with exportable state, learning-rate schedules, EMA of
+//! weights and gradient clipping.
+//!
+//! Every optimizer implements `candle_nn::Optimizer` (so `backward_step` and
+//! `set_learning_rate` work as usual) and [`TrainingState`], so its moments and step count go
+//! into a checkpoint and come back bit for bit. Optimizers act on [`NamedVars`]: a whole
+//! `VarMap`, the variables under a prefix, or any filtered subset.
+
+mod adam;
+mod clip;
+mod ema;
+mod named;
+mod rmsprop;
+mod schedule;
+mod sgd;
+
+pub use adam::{Adam, AdamConfig};
+pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
+pub use ema::{Ema, EmaConfig, EmaWarmup};
+pub(crate) use named::{read_like, read_scalar, scalar_tensor};
+pub use named::{NamedVars, TrainingState};
+pub use rmsprop::{RmsProp, RmsPropConfig};
+pub use schedule::{LrSchedule, LrScheduleKind};
+pub use sgd::{Sgd, SgdConfig};

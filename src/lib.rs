@@ -11,6 +11,8 @@
 //! - [`data`]: IDX (MNIST / Fashion-MNIST), image folders, procedural shapes, batching,
 //!   transforms and augmentations;
 //! - [`hyperparam`]: seeded grid, random and successive-halving hyper-parameter search;
+//! - [`nn`]: layers candle-nn lacks (spectral norm, ...);
+//! - [`losses`]: adversarial, penalties, ELBO/KL, autoregressive, diffusion and cycle losses;
 //! - [`optim`]: optimizers with checkpointable state, learning-rate schedules, EMA, clipping;
 //! - [`io`]: checkpoints, PNG image grids and the training log.
 //!
@@ -21,6 +23,8 @@ pub mod device;
 pub mod error;
 pub mod hyperparam;
 pub mod io;
+pub mod losses;
+pub mod nn;
 pub mod optim;
 pub mod rng;
 

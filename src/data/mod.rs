@@ -9,10 +9,12 @@
 //! - [`mnist`]: `fashion_mnist(dir)`, `mnist(dir)` and where to find them;
 //! - [`image_folder`]: PNG/JPEG folders (user data, CycleGAN domains);
 //! - [`procedural`]: seeded shapes, the data set that needs no download;
+//! - [`color`]: brightness, contrast, saturation and colour jitter (re-exported by [`augment`]);
 //! - [`fashion_mnist_or_shapes`]: what the examples train on.
 
 pub mod augment;
 pub mod batcher;
+pub mod color;
 mod dataset;
 pub mod idx;
 pub mod image_folder;

@@ -13,6 +13,9 @@ mod named;
 mod rmsprop;
 mod schedule;
 mod sgd;
+mod state;
+#[cfg(test)]
+mod testing;
 
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};

@@ -6,7 +6,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::sgd::{add_weight_decay, check_field, check_lr, into_candle_error, VarStates};
+use super::state::{add_weight_decay, check_field, check_lr, into_candle_error, VarStates};
 use super::{NamedVars, TrainingState};
 use crate::Result;
 
@@ -176,7 +176,7 @@ impl TrainingState for RmsProp {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sgd::testing::*;
+    use super::super::testing::*;
     use super::*;
     use crate::Error;
 

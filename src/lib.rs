@@ -14,19 +14,23 @@
 //! - [`nn`]: layers candle-nn lacks (spectral norm, ...);
 //! - [`losses`]: adversarial, penalties, ELBO/KL, autoregressive, diffusion and cycle losses;
 //! - [`optim`]: optimizers with checkpointable state, learning-rate schedules, EMA, clipping;
-//! - [`io`]: checkpoints, PNG image grids and the training log.
+//! - [`vae`]: convolutional, β- and conditional VAEs, ELBO and IWAE evaluation;
+//! - [`io`]: checkpoints, PNG image grids and the training log;
+//! - [`gan`]: DCGAN and conditional GAN models (projection, concatenation, ACGAN), train-step helpers, samplers.
 //!
 //! Images are `(B, C, H, W)` tensors; each function states the value range it expects.
 
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod gan;
 pub mod hyperparam;
 pub mod io;
 pub mod losses;
 pub mod nn;
 pub mod optim;
 pub mod rng;
+pub mod vae;
 
 pub use error::{Error, Result};
 

@@ -59,8 +59,11 @@ impl VarStates {
             if entry.var.elem_count() == 0 {
                 continue;
             }
+            // Candle's gradients are graph nodes themselves (they reference every tensor of the
+            // backward pass); moments built from them would keep each step's graph alive.
+            let grad = grad.detach();
             let step = entry.step + 1;
-            let next = rule(step, &entry.var.as_detached_tensor(), grad, &mut entry.buffers)?;
+            let next = rule(step, &entry.var.as_detached_tensor(), &grad, &mut entry.buffers)?;
             entry.var.set(&next)?;
             entry.step = step;
         }

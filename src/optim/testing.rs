@@ -128,7 +128,7 @@ pub(crate) fn check_against_reference<O: Optimizer>(
 /// Export after 3 steps (with `w2` never updated yet), import into a fresh optimizer over fresh
 /// variables with the same values, and check that the next 3 steps agree bit for bit; also
 /// checks that `w2` is untouched while it has no gradient and that bad state is refused
-/// without changing anything.
+/// without changing anything, and that no state tensor holds a computation graph.
 pub(crate) fn check_round_trip<O: Optimizer + TrainingState>(make: impl Fn(NamedVars) -> Result<O>) -> Result<()> {
     let problem = Quadratic::new(11, 6);
     let first_two = |_: usize, i: usize| i < 2;
@@ -138,6 +138,16 @@ pub(crate) fn check_round_trip<O: Optimizer + TrainingState>(make: impl Fn(Named
         a.backward_step(&problem.loss(k, &vars_a, first_two)?)?;
     }
     assert_eq!(values(&vars_a.vars()[2])?, problem.init[2], "a variable without gradient changed");
+    // Gradients that carry their own graph (as gradient penalties make them) must not leave that
+    // graph, and the memory of the whole step, alive in the optimizer's state.
+    let probe_vars = problem.vars(DType::F64)?;
+    let mut probe = make(probe_vars.clone())?;
+    let graph_grads = crate::nn::double_backward::backward_with_graph(&problem.loss(0, &probe_vars, |_, _| true)?)?;
+    assert!(graph_grads.get(&probe_vars.vars()[0]).is_some_and(|g| g.track_op()), "the probe has no graph");
+    probe.step(&graph_grads)?;
+    for (name, t) in probe.state_tensors()? {
+        assert!(!t.track_op(), "optimizer state `{name}` holds a graph");
+    }
     let exported = a.state_tensors()?;
     let map: HashMap<String, Tensor> = exported.iter().cloned().collect();
 

@@ -88,7 +88,8 @@ impl GeneratorConfig {
         let mut total = conv(self.in_channels, w, 7) + norm(w);
         for i in 0..n {
             let c = w << i;
-            total += 2 * (conv(c, 2 * c, 3) + norm(2 * c)); // down and its mirror up
+            // The stride-2 convolution c -> 2c and its mirror, the transposed convolution 2c -> c.
+            total += conv(c, 2 * c, 3) + norm(2 * c) + conv(2 * c, c, 3) + norm(c);
         }
         let bottleneck = w << n;
         total += self.residual_blocks * 2 * (conv(bottleneck, bottleneck, 3) + norm(bottleneck));

@@ -173,7 +173,8 @@ fn load_task(args: &Args, device: &Device) -> Result<Task> {
     let n = args.eval_count.min(test.len());
     let held_out = transforms::to_signed(&test.images(&(0..n).collect::<Vec<_>>(), device)?)?;
     let truth = Some(held_out.neg()?); // 1 - x in [0, 1] is -x in [-1, 1]
-    let classes = if args.classes.is_empty() { "all classes".to_string() } else { format!("classes {:?}", args.classes) };
+    let classes =
+        if args.classes.is_empty() { "all classes".to_string() } else { format!("classes {:?}", args.classes) };
     let description = format!("{source}, {classes}: A = half of the images, B = the other half inverted");
     Ok(Task { domains, held_out, truth, description })
 }
@@ -214,7 +215,10 @@ fn write_grid(
     let mut rows = vec![a, fake, rec];
     if rows[1].dim(1)? != rows[0].dim(1)? {
         // Grey and colour domains: show everything in colour.
-        rows = rows.into_iter().map(|r| if r.dim(1)? == 1 { Ok(r.repeat((1, 3, 1, 1))?) } else { Ok(r) }).collect::<Result<_>>()?;
+        rows = rows
+            .into_iter()
+            .map(|r| if r.dim(1)? == 1 { Ok(r.repeat((1, 3, 1, 1))?) } else { Ok(r) })
+            .collect::<Result<_>>()?;
     }
     save_grid(path, &Tensor::cat(&rows, 0)?, &GridOptions { nrow: n, ..GridOptions::default() })
 }
@@ -358,7 +362,15 @@ fn run(args: Args) -> Result<()> {
         let lr = schedule.apply(&mut opt_g, step);
         schedule.apply(&mut opt_d, step);
         let (a, b) = batcher.batch_at_step(&task.domains, step, &device)?;
-        let s = cyclegan::train_step(&models, &mut opt_g, &mut opt_d, &step_cfg, UnpairedBatch { a: &a, b: &b }, &mut pools, step)?;
+        let s = cyclegan::train_step(
+            &models,
+            &mut opt_g,
+            &mut opt_d,
+            &step_cfg,
+            UnpairedBatch { a: &a, b: &b },
+            &mut pools,
+            step,
+        )?;
         let (g, d) = (s.generator, s.discriminator);
         log.log(
             step,
@@ -393,7 +405,12 @@ fn run(args: Args) -> Result<()> {
     let ck = save(done, &opt_g, &opt_d, &pools)?;
     if done > start {
         let secs = t0.elapsed().as_secs_f64();
-        println!("{} steps in {secs:.0} s ({:.3} s/step); checkpoint {}", done - start, secs / (done - start) as f64, ck.display());
+        println!(
+            "{} steps in {secs:.0} s ({:.3} s/step); checkpoint {}",
+            done - start,
+            secs / (done - start) as f64,
+            ck.display()
+        );
     }
     let e = evaluate(&models, &task)?;
     println!("final (step {done}, {} held-out images): {}", task.held_out.dim(0)?, report(done, &e, &mut log)?);

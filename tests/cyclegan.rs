@@ -10,8 +10,8 @@ use candle_generative::cyclegan::{
     StepConfig, Translator, UnpairedBatch,
 };
 use candle_generative::data::procedural::{shapes, ShapesConfig};
-use candle_generative::data::unpaired::{invert, UnpairedBatcher, UnpairedDomains};
 use candle_generative::data::transforms;
+use candle_generative::data::unpaired::{invert, UnpairedBatcher, UnpairedDomains};
 use candle_generative::optim::{Adam, AdamConfig, LrSchedule, NamedVars};
 use candle_generative::rng::Rng;
 use candle_generative::{Error, Result};
@@ -90,7 +90,8 @@ fn layer_shapes_and_seeded_weights() -> Result<()> {
     let y = m.g_ab.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
     assert!(y.iter().all(|v| v.abs() < 1.0), "tanh output");
     // Grey to colour, other sizes and layouts.
-    let g3 = GeneratorConfig { out_channels: 3, base_width: 4, downsamplings: 3, residual_blocks: 0, ..Default::default() };
+    let g3 =
+        GeneratorConfig { out_channels: 3, base_width: 4, downsamplings: 3, residual_blocks: 0, ..Default::default() };
     let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
     let gen = ResnetGenerator::new(&g3, vb.pp("g"), &mut Rng::new(0))?;
     assert_eq!(gen.forward(&Tensor::zeros((3, 1, 16, 24), DType::F32, &Device::Cpu)?)?.dims(), &[3, 3, 16, 24]);
@@ -185,7 +186,10 @@ fn the_step_works_with_a_custom_generator_and_checks_numbers() -> Result<()> {
     let e = cyclegan::generator_step(&m, &mut opt_g, &bad, UnpairedBatch { a: &a, b: &b }, 1).unwrap_err();
     assert!(matches!(&e, Error::Config { field, .. } if field == "StepConfig.lambda_cycle"), "{e}");
     let flat = a.flatten_from(1)?;
-    assert!(matches!(cyclegan::generator_step(&m, &mut opt_g, &cfg, UnpairedBatch { a: &flat, b: &b }, 1), Err(Error::Shape { .. })));
+    assert!(matches!(
+        cyclegan::generator_step(&m, &mut opt_g, &cfg, UnpairedBatch { a: &flat, b: &b }, 1),
+        Err(Error::Shape { .. })
+    ));
     let nan = (a.clone() * f64::NAN)?;
     let e = cyclegan::generator_step(&m, &mut opt_g, &cfg, UnpairedBatch { a: &nan, b: &b }, 7).unwrap_err();
     assert!(matches!(&e, Error::NonFinite { step: Some(7), .. }), "{e}");
@@ -199,14 +203,23 @@ fn bad_configs_and_shapes_are_errors() -> Result<()> {
         other => panic!("expected a config error, got {other:?}"),
     };
     assert_eq!(field(GeneratorConfig { base_width: 0, ..Default::default() }.validate()), "GeneratorConfig.base_width");
-    assert_eq!(field(GeneratorConfig { in_channels: 0, ..Default::default() }.validate()), "GeneratorConfig.in_channels");
-    assert_eq!(field(GeneratorConfig { downsamplings: 7, ..Default::default() }.validate()), "GeneratorConfig.downsamplings");
+    assert_eq!(
+        field(GeneratorConfig { in_channels: 0, ..Default::default() }.validate()),
+        "GeneratorConfig.in_channels"
+    );
+    assert_eq!(
+        field(GeneratorConfig { downsamplings: 7, ..Default::default() }.validate()),
+        "GeneratorConfig.downsamplings"
+    );
     assert_eq!(field(DiscriminatorConfig { layers: 0, ..Default::default() }.validate()), "DiscriminatorConfig.layers");
     assert_eq!(
         field(DiscriminatorConfig { leaky_relu_slope: 1.0, ..Default::default() }.validate()),
         "DiscriminatorConfig.leaky_relu_slope"
     );
-    assert_eq!(field(StepConfig { identity_fraction: f64::NAN, ..Default::default() }.validate()), "StepConfig.identity_fraction");
+    assert_eq!(
+        field(StepConfig { identity_fraction: f64::NAN, ..Default::default() }.validate()),
+        "StepConfig.identity_fraction"
+    );
     let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
     let bad = GeneratorConfig { out_channels: 0, ..Default::default() };
     assert!(matches!(ResnetGenerator::new(&bad, vb.pp("g"), &mut Rng::new(0)), Err(Error::Config { .. })));
@@ -261,7 +274,9 @@ fn a_short_run_learns_the_inverted_domain_translation() -> Result<()> {
         cyclegan::train_step(&m, &mut opt_g, &mut opt_d, &cfg, UnpairedBatch { a: &a, b: &b }, &mut pools, step)?;
     }
     let last = error(&m)?;
-    eprintln!("translation error: initial {initial:.4}, after {total} steps {last:.4}, identity baseline {baseline:.4}");
+    eprintln!(
+        "translation error: initial {initial:.4}, after {total} steps {last:.4}, identity baseline {baseline:.4}"
+    );
     // Threshold: 15% of the identity baseline. An untrained generator outputs about 0, which is
     // already about half the baseline away from the mostly dark images, so the bar is well below
     // what doing nothing gives (seen here: 48% before training, about 7% after).

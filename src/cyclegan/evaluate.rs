@@ -8,7 +8,11 @@ use crate::{Error, Result};
 /// Translates `images` `(N, C, H, W)` in `[-1, 1]` with `translator` in evaluation mode (`train
 /// = false`), `batch_size` images at a time (> 0, else `Error::Config`), without building a
 /// gradient graph; returns `(N, C_out, H, W)`.
-pub fn translate_in_batches<T: Translator + ?Sized>(translator: &T, images: &Tensor, batch_size: usize) -> Result<Tensor> {
+pub fn translate_in_batches<T: Translator + ?Sized>(
+    translator: &T,
+    images: &Tensor,
+    batch_size: usize,
+) -> Result<Tensor> {
     if batch_size == 0 {
         return Err(Error::config("batch_size", "must be > 0"));
     }

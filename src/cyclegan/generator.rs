@@ -57,7 +57,10 @@ impl ResnetGenerator {
         for i in 0..config.downsamplings {
             let c = w << i;
             let name = format!("down{i}");
-            down.push((b.conv(&format!("{name}.conv"), (c, 2 * c, 3), 2, 1)?, b.norm(&format!("{name}.norm"), 2 * c, affine)?));
+            down.push((
+                b.conv(&format!("{name}.conv"), (c, 2 * c, 3), 2, 1)?,
+                b.norm(&format!("{name}.norm"), 2 * c, affine)?,
+            ));
         }
         let c = w << config.downsamplings;
         let mut blocks = Vec::with_capacity(config.residual_blocks);

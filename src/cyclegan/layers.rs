@@ -79,11 +79,7 @@ pub(crate) fn check_images(context: &str, x: &Tensor, channels: usize) -> Result
     if dims.len() != 4 || dims[0] == 0 || dims[1] != channels || !x.dtype().is_float() {
         return Err(Error::shape(
             context,
-            format!(
-                "expected a non-empty floating-point batch (B, {channels}, H, W), got {:?} {:?}",
-                dims,
-                x.dtype()
-            ),
+            format!("expected a non-empty floating-point batch (B, {channels}, H, W), got {:?} {:?}", dims, x.dtype()),
         ));
     }
     Ok((dims[0], dims[2], dims[3]))

@@ -121,7 +121,10 @@ impl TrainingState for ImagePool {
             other => return Err(Error::shape("ImagePool", format!("`count` should be one integer, got {other:?}"))),
         };
         if count > self.capacity {
-            return Err(Error::shape("ImagePool", format!("state holds {count} images, capacity is {}", self.capacity)));
+            return Err(Error::shape(
+                "ImagePool",
+                format!("state holds {count} images, capacity is {}", self.capacity),
+            ));
         }
         let images = match (count, tensors.get("images")) {
             (0, _) => Vec::new(),

@@ -260,12 +260,8 @@ where
     stats.loss = check_finite("generator loss", Some(step), scalar(&total)?)?;
 
     let mut grads = total.backward()?;
-    let generator_vars: HashSet<TensorId> = generator_outputs
-        .iter()
-        .flat_map(|t| t.sorted_nodes())
-        .filter(|n| n.is_variable())
-        .map(|n| n.id())
-        .collect();
+    let generator_vars: HashSet<TensorId> =
+        generator_outputs.iter().flat_map(|t| t.sorted_nodes()).filter(|n| n.is_variable()).map(|n| n.id()).collect();
     keep_variable_grads(&total, &mut grads, Some(&generator_vars));
     opt_g.step(&grads)?;
     Ok((stats, Translations { fake_b: fake_b.detach(), fake_a: fake_a.detach() }))

@@ -64,10 +64,16 @@ impl UnpairedDomains {
     /// first `ceil(n / 2)`, domain B the rest, so no image is in both. Apply a known mapping to
     /// one half ([`invert`]) to get a translation task whose answer is known.
     pub fn split_disjoint(dataset: &ImageDataset, classes: &[u32], seed: u64) -> Result<Self> {
-        let mut indices =
-            if classes.is_empty() { (0..dataset.len()).collect::<Vec<_>>() } else { dataset.indices_of_classes(classes) };
+        let mut indices = if classes.is_empty() {
+            (0..dataset.len()).collect::<Vec<_>>()
+        } else {
+            dataset.indices_of_classes(classes)
+        };
         if indices.len() < 2 {
-            return Err(Error::data(dataset.name(), format!("{} images cannot be split into two domains", indices.len())));
+            return Err(Error::data(
+                dataset.name(),
+                format!("{} images cannot be split into two domains", indices.len()),
+            ));
         }
         Rng::new(seed).shuffle(&mut indices);
         let half = indices.len().div_ceil(2);

@@ -52,7 +52,12 @@ impl InstanceNorm2d {
 
     /// A norm without parameters (`affine = false`, eps `1e-5`), as in CycleGAN.
     pub fn without_affine(channels: usize) -> Result<Self> {
-        Self::new(channels, false, INSTANCE_NORM_EPS, VarBuilder::zeros(candle_core::DType::F32, &candle_core::Device::Cpu))
+        Self::new(
+            channels,
+            false,
+            INSTANCE_NORM_EPS,
+            VarBuilder::zeros(candle_core::DType::F32, &candle_core::Device::Cpu),
+        )
     }
 
     /// The number of channels `C`.
@@ -132,7 +137,8 @@ mod tests {
         let (b, c, h, w) = (3, 4, 5, 6);
         let mut rng = Rng::new(1);
         // Each (sample, channel) gets its own offset and scale, so pooled statistics would fail.
-        let x: Vec<f64> = (0..b * c * h * w).map(|i| rng.normal_f64() * (1.0 + (i / (h * w)) as f64) + (i / 30) as f64).collect();
+        let x: Vec<f64> =
+            (0..b * c * h * w).map(|i| rng.normal_f64() * (1.0 + (i / (h * w)) as f64) + (i / 30) as f64).collect();
         let xt = Tensor::from_vec(x.clone(), (b, c, h, w), &dev)?;
         let norm = InstanceNorm2d::new(c, false, 1e-5, VarBuilder::zeros(DType::F64, &dev))?;
         let y = norm.forward(&xt)?.flatten_all()?.to_vec1::<f64>()?;

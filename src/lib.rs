@@ -16,10 +16,12 @@
 //! - [`optim`]: optimizers with checkpointable state, learning-rate schedules, EMA, clipping;
 //! - [`vae`]: convolutional, β- and conditional VAEs, ELBO and IWAE evaluation;
 //! - [`io`]: checkpoints, PNG image grids and the training log;
-//! - [`gan`]: DCGAN and conditional GAN models (projection, concatenation, ACGAN), train-step helpers, samplers.
+//! - [`gan`]: DCGAN and conditional GAN models (projection, concatenation, ACGAN), train-step helpers, samplers;
+//! - [`cyclegan`]: unpaired image-to-image translation (ResNet generator, PatchGAN, image pool, CycleGAN step).
 //!
 //! Images are `(B, C, H, W)` tensors; each function states the value range it expects.
 
+pub mod cyclegan;
 pub mod data;
 pub mod device;
 pub mod error;

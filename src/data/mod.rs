@@ -10,6 +10,7 @@
 //! - [`image_folder`]: PNG/JPEG folders (user data, CycleGAN domains);
 //! - [`procedural`]: seeded shapes, the data set that needs no download;
 //! - [`color`]: brightness, contrast, saturation and colour jitter (re-exported by [`augment`]);
+//! - [`unpaired`]: two unpaired image domains (two folders, or disjoint parts of one data set);
 //! - [`fashion_mnist_or_shapes`]: what the examples train on.
 
 pub mod augment;
@@ -22,6 +23,7 @@ pub mod mnist;
 pub mod procedural;
 mod source;
 pub mod transforms;
+pub mod unpaired;
 
 pub use dataset::{ImageDataset, Split};
 pub use source::{fashion_mnist_or_shapes, DataSource};

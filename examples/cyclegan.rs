@@ -223,16 +223,6 @@ fn write_grid(
     save_grid(path, &Tensor::cat(&rows, 0)?, &GridOptions { nrow: n, ..GridOptions::default() })
 }
 
-fn check_same<T: PartialEq + std::fmt::Debug>(saved: &T, now: &T, path: &std::path::Path) -> Result<()> {
-    if saved != now {
-        return Err(Error::checkpoint(
-            path,
-            format!("was written with other settings; rerun with the original options or another --out.\n  checkpoint: {saved:?}\n  now:        {now:?}"),
-        ));
-    }
-    Ok(())
-}
-
 fn main() {
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
@@ -301,24 +291,16 @@ fn run(args: Args) -> Result<()> {
     let checkpoints = CheckpointDir::new(args.out.join("checkpoints"), "cyclegan", args.keep_checkpoints)?;
     let log_path = args.out.join("log.jsonl");
     let mut start = 0;
-    let mut log = match (args.resume, checkpoints.latest()?) {
-        (true, Some(path)) => {
-            let ck = Checkpoint::load(&path)?;
-            check_same(&ck.config::<Settings>("settings")?, &settings, &path)?;
-            ck.restore_varmap("model", &varmap)?;
-            ck.restore_state("opt_g", &mut opt_g)?;
-            ck.restore_state("opt_d", &mut opt_d)?;
-            pools.restore_from(&ck, "pool")?;
-            start = ck.step();
-            println!("resumed from {} at step {start}", path.display());
-            MetricsLog::append(&log_path)?
-        }
-        (true, None) => {
-            println!("--resume: no checkpoint in {}, starting afresh", args.out.join("checkpoints").display());
-            MetricsLog::create(&log_path)?
-        }
-        (false, _) => MetricsLog::create(&log_path)?,
-    };
+    let (resumed, mut log) = common::open_run(args.resume, &checkpoints, &log_path)?;
+    if let Some((path, ck)) = resumed {
+        common::check_same("settings", &ck.config::<Settings>("settings")?, &settings, &path)?;
+        ck.restore_varmap("model", &varmap)?;
+        ck.restore_state("opt_g", &mut opt_g)?;
+        ck.restore_state("opt_d", &mut opt_d)?;
+        pools.restore_from(&ck, "pool")?;
+        start = ck.step();
+        println!("resumed from {} at step {start}", path.display());
+    }
     let save = |step: u64, opt_g: &Adam, opt_d: &Adam, pools: &ImagePools| -> Result<PathBuf> {
         let mut ck = Checkpoint::new(step);
         ck.add_varmap("model", &varmap)?;

@@ -25,7 +25,7 @@ use candle_generative::data::{self, batcher::Batcher, transforms};
 use candle_generative::gan::{
     self, Conditioning, Config, DiscriminatorStats, GeneratorStats, LabelInput, Penalty, RealBatch, StepConfig,
 };
-use candle_generative::io::{save_grid, Checkpoint, CheckpointDir, GridOptions, GridWriter, MetricsLog};
+use candle_generative::io::{save_grid, Checkpoint, CheckpointDir, GridOptions, GridWriter};
 use candle_generative::losses::adversarial::GanLoss;
 use candle_generative::nn::latent::Interpolation;
 use candle_generative::optim::{Adam, AdamConfig, NamedVars};
@@ -174,19 +174,6 @@ fn step_config(args: &Args) -> Result<StepConfig> {
 }
 
 /// Refuses to resume into a different model or training setup, naming what differs.
-fn check_same<T: PartialEq + std::fmt::Debug>(what: &str, saved: &T, now: &T, path: &std::path::Path) -> Result<()> {
-    if saved != now {
-        return Err(Error::checkpoint(
-            path,
-            format!(
-                "was written with another {what}; rerun with the original options or another --out.\n  \
-                 checkpoint: {saved:?}\n  now:        {now:?}"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn main() {
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
@@ -239,25 +226,17 @@ fn run(args: Args) -> Result<()> {
     let mut rng = Rng::with_stream(args.seed, 1);
     let mut start = 0;
     let log_path = args.out.join("log.jsonl");
-    let mut log = match (args.resume, checkpoints.latest()?) {
-        (true, Some(path)) => {
-            let ck = Checkpoint::load(&path)?;
-            check_same("model config", &ck.config::<Config>("model")?, &config, &path)?;
-            check_same("training setup", &ck.config::<TrainSettings>("train")?, &settings, &path)?;
-            ck.restore_varmap("model", &varmap)?;
-            ck.restore_state("opt_g", &mut opt_g)?;
-            ck.restore_state("opt_d", &mut opt_d)?;
-            rng = ck.rng("noise")?;
-            start = ck.step();
-            println!("resumed from {} at step {start}", path.display());
-            MetricsLog::append(&log_path)?
-        }
-        (true, None) => {
-            println!("--resume: no checkpoint in {}, starting afresh", args.out.join("checkpoints").display());
-            MetricsLog::create(&log_path)?
-        }
-        (false, _) => MetricsLog::create(&log_path)?,
-    };
+    let (resumed, mut log) = common::open_run(args.resume, &checkpoints, &log_path)?;
+    if let Some((path, ck)) = resumed {
+        common::check_same("model config", &ck.config::<Config>("model")?, &config, &path)?;
+        common::check_same("training setup", &ck.config::<TrainSettings>("train")?, &settings, &path)?;
+        ck.restore_varmap("model", &varmap)?;
+        ck.restore_state("opt_g", &mut opt_g)?;
+        ck.restore_state("opt_d", &mut opt_d)?;
+        rng = ck.rng("noise")?;
+        start = ck.step();
+        println!("resumed from {} at step {start}", path.display());
+    }
     let save = |step: u64, opt_g: &Adam, opt_d: &Adam, rng: &Rng| -> Result<PathBuf> {
         let mut ck = Checkpoint::new(step);
         ck.add_varmap("model", &varmap)?;

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use candle_core::DType;
 use candle_generative::data;
-use candle_generative::io::{Checkpoint, CheckpointDir, MetricsLog};
+use candle_generative::io::CheckpointDir;
 use candle_generative::vae::{
     save_grids, Config, EvalOptions, EvalReport, KlAnnealing, Likelihood, TrainConfig, Trainer,
 };
@@ -124,21 +124,12 @@ fn main() -> Result<()> {
     let mut trainer = Trainer::new(config, train, split.train.len(), DType::F32, &device)?;
     let checkpoints = CheckpointDir::new(args.out.join("checkpoints"), "vae", 3)?;
     let log_path = args.out.join("log.jsonl");
-    let latest = if args.resume { checkpoints.latest()? } else { None };
-    let mut log = match latest {
-        Some(path) => {
-            // The trainer refuses a checkpoint of another config, naming the fields that differ.
-            trainer.restore(&Checkpoint::load(&path)?)?;
-            println!("resumed from {} at step {}", path.display(), trainer.steps_taken());
-            MetricsLog::append(&log_path)?
-        }
-        None => {
-            if args.resume {
-                println!("--resume: no checkpoint in {}, starting afresh", args.out.join("checkpoints").display());
-            }
-            MetricsLog::create(&log_path)?
-        }
-    };
+    let (resumed, mut log) = common::open_run(args.resume, &checkpoints, &log_path)?;
+    if let Some((path, ck)) = resumed {
+        // The trainer refuses a checkpoint of another config, naming the fields that differ.
+        trainer.restore(&ck)?;
+        println!("resumed from {} at step {}", path.display(), trainer.steps_taken());
+    }
 
     let per_epoch = trainer.steps_per_epoch();
     let total = args.steps.unwrap_or(args.epochs * per_epoch);

@@ -1,9 +1,15 @@
-//! Helpers shared by the examples: a training progress bar and its message.
+//! Helpers shared by the examples: a training progress bar and its message, opening or resuming
+//! a run's checkpoints and log.
 //!
 //! Included by each example with `#[path = "common/mod.rs"] mod common;`; cargo does not build
 //! `examples/common/mod.rs` as an example of its own. Not every example uses every helper,
 //! hence the `#[allow(dead_code)]`s.
 
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+
+use candle_generative::io::{Checkpoint, CheckpointDir, MetricsLog};
+use candle_generative::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar over training steps `0..total_steps`, starting at `start_step` (non-zero when
@@ -41,4 +47,45 @@ pub fn format_scalars(scalars: &[(&str, f64)]) -> String {
         }
     };
     scalars.iter().map(|&(name, v)| format!("{name}={}", format_value(v))).collect::<Vec<_>>().join(" ")
+}
+
+/// Opens a run's metrics log under `--out`, resuming when asked: with `resume` and a checkpoint
+/// in `checkpoints`, loads the newest one and appends to the log at `log_path`; otherwise
+/// starts a new log (saying so when `resume` found nothing). The caller restores its state
+/// from the returned checkpoint, whose step is where the run continues.
+#[allow(dead_code)]
+pub fn open_run(
+    resume: bool,
+    checkpoints: &CheckpointDir,
+    log_path: &Path,
+) -> Result<(Option<(PathBuf, Checkpoint)>, MetricsLog)> {
+    let latest = if resume { checkpoints.latest()? } else { None };
+    match latest {
+        Some(path) => {
+            let checkpoint = Checkpoint::load(&path)?;
+            Ok((Some((path, checkpoint)), MetricsLog::append(log_path)?))
+        }
+        None => {
+            if resume {
+                println!("--resume: no checkpoint in {}, starting afresh", checkpoints.dir().display());
+            }
+            Ok((None, MetricsLog::create(log_path)?))
+        }
+    }
+}
+
+/// An `Error::Checkpoint` on `path` when the `what` stored in a checkpoint (`saved`) differs
+/// from this run's (`now`), showing both: resuming with other options would mix two runs.
+#[allow(dead_code)]
+pub fn check_same<T: PartialEq + Debug>(what: &str, saved: &T, now: &T, path: &Path) -> Result<()> {
+    if saved != now {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "was written with another {what}; rerun with the original options or another --out.\n  \
+                 checkpoint: {saved:?}\n  now:        {now:?}"
+            ),
+        ));
+    }
+    Ok(())
 }

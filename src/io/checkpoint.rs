@@ -412,6 +412,11 @@ impl CheckpointDir {
         Ok(Self { dir: dir.into(), prefix: prefix.to_string(), keep_last })
     }
 
+    /// The directory the checkpoints are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The file a checkpoint of `step` is written to.
     pub fn path_for(&self, step: u64) -> PathBuf {
         self.dir.join(format!("{}-{step:08}.safetensors", self.prefix))

@@ -46,7 +46,7 @@ impl DdimSampler {
             return Err(Error::config("eta", format!("must be finite and >= 0, got {}", self.eta)));
         }
         self.x0.validate()?;
-        self.spacing.timesteps(schedule.num_timesteps(), self.steps)
+        self.spacing.timesteps(schedule, self.steps)
     }
 
     /// DDIM inversion (deterministic, `eta` ignored): maps clean data `x0` `(B, C, H, W)` up the same

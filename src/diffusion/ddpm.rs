@@ -49,7 +49,7 @@ impl DdpmSampler {
     pub fn timesteps(&self, schedule: &NoiseSchedule) -> Result<Vec<usize>> {
         self.x0.validate()?;
         let n = schedule.num_timesteps();
-        self.spacing.timesteps(n, self.steps.unwrap_or(n))
+        self.spacing.timesteps(schedule, self.steps.unwrap_or(n))
     }
 }
 

@@ -23,21 +23,21 @@ use crate::{Error, Result};
 pub struct DpmSolverSampler {
     /// Number of denoiser evaluations (`1..=T`).
     pub steps: usize,
-    /// How the timesteps are chosen (`Linspace` or `Trailing` include `T-1`).
+    /// How the timesteps are chosen (default `LogSnr`; `Linspace` or `Trailing` also include `T-1`).
     pub spacing: Spacing,
     /// What is done to the predicted `x0` (DPM-Solver++ pairs well with dynamic thresholding).
     pub x0: X0Processing,
 }
 
 impl Default for DpmSolverSampler {
-    /// 20 steps, linspace grid from `T-1` to 0, no clipping.
+    /// 20 steps, log-SNR grid from `T-1` to 0, no clipping.
     fn default() -> Self {
-        Self { steps: 20, spacing: Spacing::Linspace, x0: X0Processing::None }
+        Self { steps: 20, spacing: Spacing::LogSnr, x0: X0Processing::None }
     }
 }
 
 impl DpmSolverSampler {
-    /// `steps` steps, linspace grid, no clipping.
+    /// `steps` steps, log-SNR grid, no clipping.
     pub fn new(steps: usize) -> Self {
         Self { steps, ..Self::default() }
     }
@@ -58,7 +58,7 @@ impl Sampler for DpmSolverSampler {
         callback: &mut dyn FnMut(StepInfo<'_>),
     ) -> Result<Tensor> {
         self.x0.validate()?;
-        let ts = self.spacing.timesteps(schedule.num_timesteps(), self.steps)?;
+        let ts = self.spacing.timesteps(schedule, self.steps)?;
         let ab = |t: usize| schedule.alpha_bar()[t];
         let lambda = |a: f64| 0.5 * (a.ln() - (1.0 - a).ln());
         let mut x = x_t.clone();

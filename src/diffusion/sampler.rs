@@ -20,13 +20,18 @@ pub enum Spacing {
     Trailing,
     /// `round(i (T-1)/(K-1))`: evenly from 0 to `T-1`.
     Linspace,
+    /// Evenly in log-SNR `lambda = log(alpha / sigma)` from `T-1` to 0, each point rounded to the
+    /// timestep of nearest `lambda` (DPM-Solver's "logSNR" grid, Lu et al. 2022; points that round to
+    /// one timestep near `t = 0` are moved up to the next free ones): fine steps where the data
+    /// emerges, the best grid for DPM-Solver++ on few steps.
+    LogSnr,
 }
 
 impl Spacing {
-    /// The `steps` timesteps, in decreasing order (the order they are visited). `Error::Config`
-    /// unless `1 <= steps <= T`, and if the grid would repeat a timestep.
-    pub fn timesteps(&self, num_timesteps: usize, steps: usize) -> Result<Vec<usize>> {
-        let t = num_timesteps;
+    /// The `steps` timesteps of `schedule`, in decreasing order (the order they are visited).
+    /// `Error::Config` unless `1 <= steps <= T`, and if the grid would repeat a timestep.
+    pub fn timesteps(&self, schedule: &NoiseSchedule, steps: usize) -> Result<Vec<usize>> {
+        let t = schedule.num_timesteps();
         if steps == 0 || steps > t {
             return Err(Error::config("steps", format!("must be in 1..={t}, got {steps}")));
         }
@@ -41,6 +46,28 @@ impl Spacing {
                 } else {
                     (0..steps).map(|i| (i as f64 * (t - 1) as f64 / (steps - 1) as f64).round() as usize).collect()
                 }
+            }
+            Spacing::LogSnr => {
+                let lambda: Vec<f64> = schedule.alpha_bar().iter().map(|a| 0.5 * (a.ln() - (1.0 - a).ln())).collect();
+                let (hi, lo) = (lambda[0], lambda[t - 1]);
+                let mut ts: Vec<usize> = (0..steps)
+                    .map(|i| {
+                        let target = if steps == 1 { lo } else { lo + (hi - lo) * i as f64 / (steps - 1) as f64 };
+                        // lambda decreases with t: the nearest timestep by bisection on the sorted values.
+                        let k = lambda.partition_point(|&l| l > target).min(t - 1);
+                        if k > 0 && (lambda[k - 1] - target).abs() < (lambda[k] - target).abs() {
+                            k - 1
+                        } else {
+                            k
+                        }
+                    })
+                    .collect();
+                // Near t = 0 several points can round to one timestep: push them apart upwards.
+                ts.sort_unstable();
+                for i in 1..ts.len() {
+                    ts[i] = ts[i].max(ts[i - 1] + 1);
+                }
+                ts
             }
         };
         ts.sort_unstable_by(|a, b| b.cmp(a));

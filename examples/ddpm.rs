@@ -117,7 +117,8 @@ fn write_grids(trainer: &mut Trainer, args: &Args, device: &Device) -> Result<[(
             sampler.sample(den, &schedule, &shape, cond, &mut rng, DType::F32, device)
         })?;
         let secs = t.elapsed().as_secs_f64() / n as f64;
-        let path = save_grid(dir.join(format!("{name}_step{step:06}.png")), &x, &GridOptions { nrow, ..Default::default() })?;
+        let path =
+            save_grid(dir.join(format!("{name}_step{step:06}.png")), &x, &GridOptions { nrow, ..Default::default() })?;
         out.push((path, secs));
     }
     let [a, b]: [(PathBuf, f64); 2] = out.try_into().map_err(|_| Error::config("grid", "two samplers"))?;
@@ -153,7 +154,10 @@ fn main() -> Result<()> {
     let schedule = ScheduleConfig::default();
     let mut trainer = Trainer::new(unet.clone(), &schedule, train.clone(), split.train.len(), DType::F32, &device)?;
     println!("model: {unet:?}");
-    println!("({} parameters); schedule: {schedule:?}; training: {train:?}", trainer.varmap().all_vars().iter().map(|v| v.elem_count()).sum::<usize>());
+    println!(
+        "({} parameters); schedule: {schedule:?}; training: {train:?}",
+        trainer.varmap().all_vars().iter().map(|v| v.elem_count()).sum::<usize>()
+    );
 
     let checkpoints = CheckpointDir::new(args.out.join("checkpoints"), "ddpm", 2)?;
     let log_path = args.out.join("log.jsonl");
@@ -187,7 +191,11 @@ fn main() -> Result<()> {
             log.log(step, &[("loss", mean), ("train_seconds", train_secs)])?;
             bar.set_message(common::format_scalars(&[("loss", mean)]));
             bar.suspend(|| {
-                println!("step {step}: loss {mean:.4} (mean of {} steps), {train_secs:.0} s training, {:.3} s/step", window.1, train_secs / step.max(1) as f64)
+                println!(
+                    "step {step}: loss {mean:.4} (mean of {} steps), {train_secs:.0} s training, {:.3} s/step",
+                    window.1,
+                    train_secs / step.max(1) as f64
+                )
             });
             window = (0.0, 0);
         }

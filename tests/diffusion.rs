@@ -186,7 +186,10 @@ fn every_sampler_recovers_the_data_with_an_oracle() -> Result<()> {
     let samplers: Vec<(&str, Box<dyn Sampler>)> = vec![
         ("ddpm small", Box::new(DdpmSampler::default())),
         ("ddpm large", Box::new(DdpmSampler { variance: DdpmVariance::FixedLarge, ..DdpmSampler::default() })),
-        ("ddpm 100 respaced", Box::new(DdpmSampler { steps: Some(100), x0: X0Processing::None, ..DdpmSampler::default() })),
+        (
+            "ddpm 100 respaced",
+            Box::new(DdpmSampler { steps: Some(100), x0: X0Processing::None, ..DdpmSampler::default() }),
+        ),
         ("ddim leading", Box::new(DdimSampler::new(50, Spacing::Leading))),
         ("ddim trailing", Box::new(DdimSampler::new(50, Spacing::Trailing))),
         ("ddim linspace", Box::new(DdimSampler::new(50, Spacing::Linspace))),
@@ -252,7 +255,8 @@ fn dpm_solver_20_matches_ddim_1000_on_a_gaussian_oracle() -> Result<()> {
     let xt = Rng::new(7).randn((3, 1, 4, 4), DType::F64, &Device::Cpu)?;
     let ab_t = s.alpha_bar()[999];
     let tau_t = ((1.0 - ab_t) / ab_t).sqrt();
-    let exact = (&mu + (xt.affine(1.0 / ab_t.sqrt(), 0.0)? - &mu)?.affine(std / (std * std + tau_t * tau_t).sqrt(), 0.0)?)?;
+    let exact =
+        (&mu + (xt.affine(1.0 / ab_t.sqrt(), 0.0)? - &mu)?.affine(std / (std * std + tau_t * tau_t).sqrt(), 0.0)?)?;
     let run = |sampler: &dyn Sampler| sampler.run(&oracle, &s, &xt, None, &mut Rng::new(0), &mut |_| {});
     let ddim1000 = run(&DdimSampler::new(1000, Spacing::Leading))?;
     let dpm20 = run(&DpmSolverSampler::new(20))?;
@@ -312,7 +316,10 @@ fn classifier_free_guidance_extrapolates_from_the_null_class() -> Result<()> {
     let out = g.predict(&x, &Tensor::new(&[5u32, 5], &dev)?, Some(&Tensor::new(&[2u32, 7], &dev)?))?;
     // null + 3 (label - null)
     let v = vec_f64(&out);
-    assert!(v[..4].iter().all(|&o| o == 10.0 + 3.0 * (2.0 - 10.0)) && v[4..].iter().all(|&o| o == 10.0 + 3.0 * (7.0 - 10.0)));
+    assert!(
+        v[..4].iter().all(|&o| o == 10.0 + 3.0 * (2.0 - 10.0))
+            && v[4..].iter().all(|&o| o == 10.0 + 3.0 * (7.0 - 10.0))
+    );
     assert!(g.predict(&x, &Tensor::new(&[5u32, 5], &dev)?, None).is_err());
     let labels = Tensor::new(&[1u32; 1000], &dev)?;
     let dropped = candle_generative::diffusion::drop_labels(&labels, 0.2, 10, &mut Rng::new(0))?.to_vec1::<u32>()?;
@@ -354,11 +361,15 @@ fn bench_unet_has_the_reference_parameter_count() -> Result<()> {
     };
     let unet = UNet::new(&cfg, VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu))?;
     let x = Tensor::zeros((2, 1, 9, 9), DType::F32, &Device::Cpu)?;
-    let out = unet.forward(&x, &Tensor::new(&[3u32, 7], &Device::Cpu)?, Some(&Tensor::new(&[0u32, 3], &Device::Cpu)?), None)?;
+    let out =
+        unet.forward(&x, &Tensor::new(&[3u32, 7], &Device::Cpu)?, Some(&Tensor::new(&[0u32, 3], &Device::Cpu)?), None)?;
     assert_eq!(out.dims(), &[2, 1, 9, 9]);
     assert!(matches!(unet.predict(&x, &Tensor::new(&[3u32, 7], &Device::Cpu)?, None), Err(Error::Shape { .. })));
     let bad_label = Tensor::new(&[0u32, 4], &Device::Cpu)?;
-    assert!(matches!(unet.predict(&x, &Tensor::new(&[3u32, 7], &Device::Cpu)?, Some(&bad_label)), Err(Error::Shape { .. })));
+    assert!(matches!(
+        unet.predict(&x, &Tensor::new(&[3u32, 7], &Device::Cpu)?, Some(&bad_label)),
+        Err(Error::Shape { .. })
+    ));
     Ok(())
 }
 
@@ -380,7 +391,8 @@ fn config_errors_name_the_field() {
     assert_eq!(field(unet(|c| c.num_heads = 3)), "num_heads");
     let sched = |c: ScheduleConfig| NoiseSchedule::new(&c).map(|_| ());
     assert_eq!(field(sched(ScheduleConfig { num_timesteps: 1, ..ScheduleConfig::default() })), "num_timesteps");
-    let bad = ScheduleConfig { betas: BetaSchedule::Linear { beta_start: 0.0, beta_end: 0.02 }, ..ScheduleConfig::default() };
+    let bad =
+        ScheduleConfig { betas: BetaSchedule::Linear { beta_start: 0.0, beta_end: 0.02 }, ..ScheduleConfig::default() };
     assert_eq!(field(sched(bad)), "betas.beta_start");
     let s = schedule(BetaSchedule::linear());
     let oracle = NoiseOracle(Tensor::zeros((1, 1, 2, 2), DType::F64, &Device::Cpu).unwrap());
@@ -430,7 +442,8 @@ fn a_small_unet_learns_to_denoise_procedural_shapes() -> Result<()> {
         ..UNetConfig::bench()
     };
     let train = TrainConfig { lr: 2e-3, batch_size: 16, ..TrainConfig::default() };
-    let mut trainer = Trainer::new(unet, &ScheduleConfig::default(), train, data.train.len(), DType::F32, &Device::Cpu)?;
+    let mut trainer =
+        Trainer::new(unet, &ScheduleConfig::default(), train, data.train.len(), DType::F32, &Device::Cpu)?;
     let mut losses = vec![];
     for _ in 0..100 {
         losses.push(trainer.step(&data.train)?.loss);
@@ -454,7 +467,15 @@ fn a_small_unet_learns_to_denoise_procedural_shapes() -> Result<()> {
         assert_eq!(trainer.step(&data.train)?.loss, other.step(&data.train)?.loss);
     }
     let x = trainer.with_ema(|m| {
-        DdimSampler::new(10, Spacing::Trailing).sample(m, trainer_schedule(), &[2, 1, 16, 16], None, &mut Rng::new(0), DType::F32, &Device::Cpu)
+        DdimSampler::new(10, Spacing::Trailing).sample(
+            m,
+            trainer_schedule(),
+            &[2, 1, 16, 16],
+            None,
+            &mut Rng::new(0),
+            DType::F32,
+            &Device::Cpu,
+        )
     })?;
     assert!(vec_f64(&x).iter().all(|v| v.is_finite()));
     Ok(())

@@ -12,7 +12,10 @@ use crate::{Error, Result};
 /// with `h = dim / 2` and `w_k = 10000^(-k/h)`. Returns `(B, dim)` in `dtype` on `t`'s device.
 pub fn timestep_embedding(t: &Tensor, dim: usize, dtype: DType) -> Result<Tensor> {
     if t.rank() != 1 || dim < 2 || dim % 2 != 0 {
-        return Err(Error::shape("timestep_embedding", format!("needs t (B,) and an even dim >= 2, got {:?}, {dim}", t.dims())));
+        return Err(Error::shape(
+            "timestep_embedding",
+            format!("needs t (B,) and an even dim >= 2, got {:?}, {dim}", t.dims()),
+        ));
     }
     let half = dim / 2;
     let ts = t.to_dtype(DType::F64)?.to_vec1::<f64>()?;
@@ -152,5 +155,36 @@ impl Upsample {
     /// `(B, C, h, w) -> (B, C, height, width)`.
     pub fn forward(&self, x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
         Ok(self.0.forward(&x.upsample_nearest2d(height, width)?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn timestep_embedding_matches_the_formula() {
+        let t = Tensor::new(&[0u32, 7, 999], &Device::Cpu).unwrap();
+        let e = timestep_embedding(&t, 8, DType::F64).unwrap().to_vec2::<f64>().unwrap();
+        for (row, &tv) in e.iter().zip(&[0.0f64, 7.0, 999.0]) {
+            for k in 0..4 {
+                let w = 10000f64.powf(-(k as f64) / 4.0);
+                assert!((row[k] - (tv * w).sin()).abs() < 1e-6 && (row[4 + k] - (tv * w).cos()).abs() < 1e-6);
+            }
+        }
+        assert!(timestep_embedding(&t, 7, DType::F32).is_err());
+    }
+
+    #[test]
+    fn dropout_is_seeded_and_inverted() {
+        let x = Tensor::ones((1000,), DType::F32, &Device::Cpu).unwrap();
+        let a = dropout(&x, 0.25, Some(&mut Rng::new(3))).unwrap().to_vec1::<f32>().unwrap();
+        let b = dropout(&x, 0.25, Some(&mut Rng::new(3))).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b);
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+        let kept = a.iter().filter(|&&v| v > 0.0).count();
+        assert!((700..800).contains(&kept), "{kept}");
+        assert_eq!(dropout(&x, 0.25, None).unwrap().to_vec1::<f32>().unwrap(), vec![1.0; 1000]);
     }
 }

@@ -46,7 +46,12 @@ impl<D: Denoiser + ?Sized> Denoiser for &D {
 ///   `eps = sqrt(1 - alphabar) x_t + sqrt(alphabar) out`.
 ///
 /// `alpha_bar` must be in `(0, 1)` for `Epsilon` and `Sample` (in `[0, 1]` for v).
-pub fn split_prediction(prediction: Prediction, out: &Tensor, x_t: &Tensor, alpha_bar: f64) -> Result<(Tensor, Tensor)> {
+pub fn split_prediction(
+    prediction: Prediction,
+    out: &Tensor,
+    x_t: &Tensor,
+    alpha_bar: f64,
+) -> Result<(Tensor, Tensor)> {
     let (a, s) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
     Ok(match prediction {
         Prediction::Epsilon => ((x_t - out.affine(s, 0.0)?)?.affine(1.0 / a, 0.0)?, out.clone()),

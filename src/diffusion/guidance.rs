@@ -12,7 +12,10 @@ use crate::{Error, Result};
 /// replaced by `null_class` with probability `p` in `[0, 1]` (paper: 0.1 to 0.2), drawing from `rng`.
 pub fn drop_labels(labels: &Tensor, p: f64, null_class: u32, rng: &mut Rng) -> Result<Tensor> {
     if labels.rank() != 1 || labels.dtype() != DType::U32 {
-        return Err(Error::shape("drop_labels", format!("labels must be (B,) U32, got {:?} {:?}", labels.dims(), labels.dtype())));
+        return Err(Error::shape(
+            "drop_labels",
+            format!("labels must be (B,) U32, got {:?} {:?}", labels.dims(), labels.dtype()),
+        ));
     }
     if !(0.0..=1.0).contains(&p) {
         return Err(Error::config("label_dropout", format!("must be in [0, 1], got {p}")));

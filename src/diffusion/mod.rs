@@ -38,3 +38,8 @@ pub use sampler::{Sampler, Spacing, StepInfo, X0Processing};
 pub use schedule::{BetaSchedule, NoiseSchedule, ScheduleConfig};
 pub use train::{noisy_batch, NoisyBatch, StepStats, TrainConfig, Trainer};
 pub use unet::{init_unet, UNet, UNetConfig};
+
+// Compiles the diffusion guide's code with the doc tests.
+#[doc = include_str!("../../docs/diffusion.md")]
+#[cfg(doctest)]
+pub struct DiffusionGuideDoctests;

@@ -37,9 +37,9 @@ impl Spacing {
         }
         let mut ts: Vec<usize> = match self {
             Spacing::Leading => (0..steps).map(|i| i * (t / steps)).collect(),
-            Spacing::Trailing => {
-                (0..steps).map(|i| ((t as f64 - i as f64 * t as f64 / steps as f64).round() as usize).max(1) - 1).collect()
-            }
+            Spacing::Trailing => (0..steps)
+                .map(|i| ((t as f64 - i as f64 * t as f64 / steps as f64).round() as usize).max(1) - 1)
+                .collect(),
             Spacing::Linspace => {
                 if steps == 1 {
                     vec![t - 1]
@@ -207,7 +207,9 @@ pub(crate) fn predict_x0_eps(
     if ab <= 0.0 && prediction == Prediction::Epsilon {
         return Err(Error::config(
             "prediction",
-            format!("epsilon prediction cannot give x0 at timestep {t} (alphabar = 0, zero terminal SNR); use v-prediction"),
+            format!(
+                "epsilon prediction cannot give x0 at timestep {t} (alphabar = 0, zero terminal SNR); use v-prediction"
+            ),
         ));
     }
     let b = x.dims().first().copied().ok_or_else(|| Error::shape("sampler", "`x_t` must be (B, C, H, W)"))?;
@@ -227,4 +229,43 @@ pub(crate) fn predict_x0_eps(
     let x0 = processing.apply(&x0)?;
     let eps = if ab < 1.0 { eps_from_x0(x, &x0, ab)? } else { eps };
     Ok((x0, eps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::ScheduleConfig;
+
+    #[test]
+    fn grids_match_their_definitions() {
+        let s = NoiseSchedule::new(&ScheduleConfig::default()).unwrap();
+        let lead = Spacing::Leading.timesteps(&s, 10).unwrap();
+        assert_eq!(lead, vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
+        let trail = Spacing::Trailing.timesteps(&s, 10).unwrap();
+        assert_eq!(trail, vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+        let lin = Spacing::Linspace.timesteps(&s, 4).unwrap();
+        assert_eq!(lin, vec![999, 666, 333, 0]);
+        let snr = Spacing::LogSnr.timesteps(&s, 20).unwrap();
+        assert_eq!((snr[0], snr[19], snr.len()), (999, 0, 20));
+        // Even steps in lambda: the gaps between consecutive lambdas are about equal in the middle.
+        let lambda = |t: usize| 0.5 * (s.alpha_bar()[t].ln() - (1.0 - s.alpha_bar()[t]).ln());
+        let gaps: Vec<f64> = snr.windows(2).map(|w| lambda(w[1]) - lambda(w[0])).collect();
+        let mean = (lambda(0) - lambda(999)) / 19.0;
+        assert!(gaps[2..15].iter().all(|g| (g - mean).abs() < 0.2 * mean), "{gaps:?}");
+        assert!(Spacing::Leading.timesteps(&s, 0).is_err() && Spacing::Trailing.timesteps(&s, 1001).is_err());
+        assert_eq!(Spacing::Linspace.timesteps(&s, 1000).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn dynamic_thresholding_scales_by_the_per_sample_quantile() {
+        let x = Tensor::new(&[[0.5f32, -3.0, 2.0, 1.0], [0.1, 0.2, -0.3, 0.4]], &candle_core::Device::Cpu).unwrap();
+        let p = X0Processing::DynamicThreshold { percentile: 0.75, max: 10.0 };
+        let y = p.apply(&x).unwrap().to_vec2::<f32>().unwrap();
+        // Row 0: |x| sorted 0.5, 1, 2, 3; the 0.75 quantile is 2 -> clamp to [-2, 2] and divide by 2.
+        assert_eq!(y[0], vec![0.25, -1.0, 1.0, 0.5]);
+        // Row 1: quantile 0.3 < 1, so s = 1: unchanged.
+        assert_eq!(y[1], vec![0.1, 0.2, -0.3, 0.4]);
+        assert_eq!(X0Processing::Clip(1.0).apply(&x).unwrap().to_vec2::<f32>().unwrap()[0], vec![0.5, -1.0, 1.0, 1.0]);
+        assert!(X0Processing::DynamicThreshold { percentile: 0.0, max: 2.0 }.validate().is_err());
+    }
 }

@@ -72,9 +72,9 @@ impl BetaSchedule {
                 let f = |t: f64| ((t + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
                 (0..n).map(|i| (1.0 - f((i + 1) as f64 / n as f64) / f(i as f64 / n as f64)).min(max_beta)).collect()
             }
-            BetaSchedule::Sigmoid { beta_start, beta_end } => (0..n)
-                .map(|i| beta_start + (beta_end - beta_start) / (1.0 + (-lin(-6.0, 6.0, i)).exp()))
-                .collect(),
+            BetaSchedule::Sigmoid { beta_start, beta_end } => {
+                (0..n).map(|i| beta_start + (beta_end - beta_start) / (1.0 + (-lin(-6.0, 6.0, i)).exp())).collect()
+            }
         }
     }
 

@@ -240,7 +240,10 @@ impl Trainer {
             && ck.config::<TrainConfig>(CONFIG_TRAIN)? == self.train
             && ck.meta(META_TRAIN_LEN) == Some(self.train_len.to_string().as_str());
         if !same {
-            return Err(Error::checkpoint(ck.path(), "was written for another model, schedule, training config or data set"));
+            return Err(Error::checkpoint(
+                ck.path(),
+                "was written for another model, schedule, training config or data set",
+            ));
         }
         let rng = ck.rng("train")?;
         ck.restore_varmap("model", &self.varmap)?;

@@ -117,21 +117,33 @@ impl UNetConfig {
             }
         }
         if self.base_channels % 2 != 0 {
-            return Err(Error::config("base_channels", format!("must be even (sinusoidal embedding), got {}", self.base_channels)));
+            return Err(Error::config(
+                "base_channels",
+                format!("must be even (sinusoidal embedding), got {}", self.base_channels),
+            ));
         }
         if self.channel_mults.is_empty() || self.channel_mults.contains(&0) {
-            return Err(Error::config("channel_mults", format!("must be non-empty and > 0, got {:?}", self.channel_mults)));
+            return Err(Error::config(
+                "channel_mults",
+                format!("must be non-empty and > 0, got {:?}", self.channel_mults),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config("dropout", format!("must be in [0, 1), got {}", self.dropout)));
         }
         for (i, c) in self.level_channels().into_iter().enumerate() {
             if c % self.groups != 0 {
-                return Err(Error::config("groups", format!("{} groups do not divide level {i}'s {c} channels", self.groups)));
+                return Err(Error::config(
+                    "groups",
+                    format!("{} groups do not divide level {i}'s {c} channels", self.groups),
+                ));
             }
             let any_attention = self.mid_attention || !self.attention_resolutions.is_empty();
             if any_attention && c % self.num_heads != 0 {
-                return Err(Error::config("num_heads", format!("{} heads do not divide level {i}'s {c} channels", self.num_heads)));
+                return Err(Error::config(
+                    "num_heads",
+                    format!("{} heads do not divide level {i}'s {c} channels", self.num_heads),
+                ));
             }
         }
         Ok(())
@@ -195,7 +207,8 @@ impl UNet {
             }
         }
         let mid1 = ResBlock::new(c, c, temb, g, p, vb.pp("mid.res.0"))?;
-        let mid_attn = if cfg.mid_attention { Some(Attention::new(c, cfg.num_heads, g, vb.pp("mid.attn"))?) } else { None };
+        let mid_attn =
+            if cfg.mid_attention { Some(Attention::new(c, cfg.num_heads, g, vb.pp("mid.attn"))?) } else { None };
         let mid2 = ResBlock::new(c, c, temb, g, p, vb.pp("mid.res.1"))?;
         let mut up = Vec::with_capacity(levels);
         let mut upsample = Vec::new();
@@ -251,7 +264,13 @@ impl UNet {
     /// (integer, or float for continuous time), class `labels` `(B,)` `U32` in `0..=num_classes`
     /// (required iff `num_classes > 0`; `num_classes` is the null class). `dropout_rng`: `Some` while
     /// training to apply dropout from the crate's rng, `None` to evaluate. Returns a tensor shaped as `x`.
-    pub fn forward(&self, x: &Tensor, t: &Tensor, labels: Option<&Tensor>, mut dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        labels: Option<&Tensor>,
+        mut dropout_rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
         const CTX: &str = "UNet::forward";
         let cfg = &self.config;
         let dims = x.dims();
@@ -269,15 +288,23 @@ impl UNet {
         match (&self.class_emb, labels) {
             (Some(emb), Some(l)) => {
                 if l.dims() != [dims[0]] || l.dtype() != DType::U32 {
-                    return Err(Error::shape(CTX, format!("labels must be ({},) U32, got {:?} {:?}", dims[0], l.dims(), l.dtype())));
+                    return Err(Error::shape(
+                        CTX,
+                        format!("labels must be ({},) U32, got {:?} {:?}", dims[0], l.dims(), l.dtype()),
+                    ));
                 }
                 if l.max(0)?.to_scalar::<u32>()? as usize > cfg.num_classes {
-                    return Err(Error::shape(CTX, format!("labels must be in 0..={} (the last is null)", cfg.num_classes)));
+                    return Err(Error::shape(
+                        CTX,
+                        format!("labels must be in 0..={} (the last is null)", cfg.num_classes),
+                    ));
                 }
                 temb = (temb + emb.forward(l)?)?;
             }
             (None, None) => {}
-            (Some(_), None) => return Err(Error::shape(CTX, format!("built for {} classes: labels needed", cfg.num_classes))),
+            (Some(_), None) => {
+                return Err(Error::shape(CTX, format!("built for {} classes: labels needed", cfg.num_classes)))
+            }
             (None, Some(_)) => return Err(Error::shape(CTX, "an unconditional UNet (num_classes = 0) got labels")),
         }
         let mut h = self.conv_in.forward(x)?;

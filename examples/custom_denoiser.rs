@@ -70,7 +70,7 @@ impl Denoiser for TinyDenoiser {
 fn main() -> Result<()> {
     let args = Args::parse();
     let dev = Device::Cpu;
-    let data = procedural::shapes_split(512, 0, 16, 1, 0)?.train;
+    let data = procedural::shapes_split(512, 1, 16, 1, 0)?.train;
     let schedule = NoiseSchedule::new(&ScheduleConfig::default())?;
     let varmap = VarMap::new();
     let model = TinyDenoiser::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), schedule.num_timesteps())?;

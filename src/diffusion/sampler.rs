@@ -107,7 +107,7 @@ impl X0Processing {
                 if !(percentile > 0.0 && percentile <= 1.0) {
                     return Err(Error::config("x0.percentile", format!("must be in (0, 1], got {percentile}")));
                 }
-                if !(max >= 1.0) {
+                if max.is_nan() || max < 1.0 {
                     return Err(Error::config("x0.max", format!("must be >= 1, got {max}")));
                 }
                 Ok(())
@@ -177,6 +177,7 @@ pub trait Sampler {
 
     /// Draws `x_T ~ N(0, I)` of `shape` (dtype of `dtype`, on `device`) from `rng` and runs the reverse
     /// process without a callback.
+    #[allow(clippy::too_many_arguments)]
     fn sample(
         &self,
         denoiser: &dyn Denoiser,

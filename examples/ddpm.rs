@@ -88,6 +88,13 @@ struct Args {
     /// Stop after this many minutes of training in this run (then write the final grids and a checkpoint).
     #[arg(long)]
     max_minutes: Option<f64>,
+    /// Sample with the training weights instead of their EMA (for short runs, where the EMA still
+    /// remembers the initial weights).
+    #[arg(long)]
+    raw_weights: bool,
+    /// Only write the grids of the newest checkpoint (with --resume) and exit.
+    #[arg(long)]
+    sample_only: bool,
     /// Device: cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -110,12 +117,13 @@ fn write_grids(trainer: &mut Trainer, args: &Args, device: &Device) -> Result<[(
         // The same noise for both samplers and every grid, so grids are comparable over training.
         let mut rng = Rng::new(args.seed ^ 0x5eed);
         let t = Instant::now();
-        let x = trainer.with_ema(|unet| {
+        let mut draw = |unet: &candle_generative::diffusion::UNet| {
             let guided = Guided { inner: unet, null_class: unet.null_class(), scale: args.guidance };
             let den: &dyn Denoiser = if args.conditional { &guided } else { unet };
             let cond = if args.conditional { Some(&labels) } else { None };
             sampler.sample(den, &schedule, &shape, cond, &mut rng, DType::F32, device)
-        })?;
+        };
+        let x = if args.raw_weights { draw(trainer.model())? } else { trainer.with_ema(draw)? };
         let secs = t.elapsed().as_secs_f64() / n as f64;
         let path =
             save_grid(dir.join(format!("{name}_step{step:06}.png")), &x, &GridOptions { nrow, ..Default::default() })?;
@@ -176,6 +184,17 @@ fn main() -> Result<()> {
         }
     };
 
+    if args.sample_only {
+        let [(ddim, ddim_s), (dpm, dpm_s)] = write_grids(&mut trainer, &args, &device)?;
+        println!(
+            "wrote {} ({:.1} ms/image) and {} ({:.1} ms/image)",
+            ddim.display(),
+            ddim_s * 1e3,
+            dpm.display(),
+            dpm_s * 1e3
+        );
+        return Ok(());
+    }
     let bar = common::progress_bar(args.steps, trainer.steps_taken());
     let mut train_secs = 0.0;
     let mut window = (0.0, 0u64);

@@ -125,8 +125,12 @@ fn write_grids(trainer: &mut Trainer, args: &Args, device: &Device) -> Result<[(
         };
         let x = if args.raw_weights { draw(trainer.model())? } else { trainer.with_ema(draw)? };
         let secs = t.elapsed().as_secs_f64() / n as f64;
-        let path =
-            save_grid(dir.join(format!("{name}_step{step:06}.png")), &x, &GridOptions { nrow, ..Default::default() })?;
+        let tag = if args.raw_weights { "_raw" } else { "" };
+        let path = save_grid(
+            dir.join(format!("{name}{tag}_step{step:06}.png")),
+            &x,
+            &GridOptions { nrow, ..Default::default() },
+        )?;
         out.push((path, secs));
     }
     let [a, b]: [(PathBuf, f64); 2] = out.try_into().map_err(|_| Error::config("grid", "two samplers"))?;

@@ -17,13 +17,15 @@
 //! - [`vae`]: convolutional, β- and conditional VAEs, ELBO and IWAE evaluation;
 //! - [`io`]: checkpoints, PNG image grids and the training log;
 //! - [`gan`]: DCGAN and conditional GAN models (projection, concatenation, ACGAN), train-step helpers, samplers;
-//! - [`cyclegan`]: unpaired image-to-image translation (ResNet generator, PatchGAN, image pool, CycleGAN step).
+//! - [`cyclegan`]: unpaired image-to-image translation (ResNet generator, PatchGAN, image pool, CycleGAN step);
+//! - [`diffusion`]: noise schedules, DDPM/DDIM/DPM-Solver++ samplers over any denoiser, the DDPM UNet, classifier-free guidance.
 //!
 //! Images are `(B, C, H, W)` tensors; each function states the value range it expects.
 
 pub mod cyclegan;
 pub mod data;
 pub mod device;
+pub mod diffusion;
 pub mod error;
 pub mod gan;
 pub mod hyperparam;

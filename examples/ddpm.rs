@@ -23,7 +23,7 @@ use candle_generative::diffusion::{
 };
 use candle_generative::io::{save_grid, CheckpointDir, GridOptions};
 use candle_generative::losses::diffusion::{LossWeighting, Prediction};
-use candle_generative::optim::EmaConfig;
+use candle_generative::optim::{EmaConfig, EmaWarmup};
 use candle_generative::rng::Rng;
 use candle_generative::{Error, Result};
 use clap::Parser;
@@ -160,7 +160,8 @@ fn main() -> Result<()> {
         batch_size: args.batch_size,
         weighting: if args.min_snr { LossWeighting::min_snr() } else { LossWeighting::Uniform },
         label_dropout: if args.conditional { args.label_dropout } else { 0.0 },
-        ema: EmaConfig { decay: args.ema_decay, ..EmaConfig::default() },
+        // The warm-up keeps short runs from sampling with mostly initial weights.
+        ema: EmaConfig { decay: args.ema_decay, warmup: EmaWarmup::Ratio, ..EmaConfig::default() },
         seed: args.seed,
     };
     let schedule = ScheduleConfig::default();

@@ -1,6 +1,9 @@
 //! PixelCNN and Gated PixelCNN: causality of every layer type and of the full models, the benchmark's
 //! parameter count, frozen masked weights, learning on procedural data, sampling, conditioning, errors.
 
+// The dependency matrices are indexed by (output, input) sub-pixel numbers, clearer as index loops.
+#![allow(clippy::needless_range_loop)]
+
 use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};

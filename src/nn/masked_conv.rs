@@ -234,15 +234,20 @@ impl MaskedConv2d {
 impl Module for MaskedConv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (top, bottom, left, right) = self.config.padding;
-        let mut x = xs.clone();
-        if top + bottom > 0 {
-            x = x.pad_with_zeros(2, top, bottom)?;
-        }
-        if left + right > 0 {
-            x = x.pad_with_zeros(3, left, right)?;
-        }
         let w = self.weight.broadcast_mul(&self.mask)?;
-        let y = x.conv2d(&w, 0, 1, 1, 1)?;
+        let y = if top == bottom && left == right && top == left {
+            // Equal padding on all sides: the convolution pads itself, without copying the input.
+            xs.conv2d(&w, top, 1, 1, 1)?
+        } else {
+            let mut x = xs.clone();
+            if top + bottom > 0 {
+                x = x.pad_with_zeros(2, top, bottom)?;
+            }
+            if left + right > 0 {
+                x = x.pad_with_zeros(3, left, right)?;
+            }
+            x.conv2d(&w, 0, 1, 1, 1)?
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),

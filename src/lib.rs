@@ -15,6 +15,7 @@
 //! - [`losses`]: adversarial, penalties, ELBO/KL, autoregressive, diffusion and cycle losses;
 //! - [`optim`]: optimizers with checkpointable state, learning-rate schedules, EMA, clipping;
 //! - [`vae`]: convolutional, β- and conditional VAEs, ELBO and IWAE evaluation;
+//! - [`pixelcnn`]: PixelCNN and Gated PixelCNN (masked convolutions, conditioning, bits/dim, sampling);
 //! - [`io`]: checkpoints, PNG image grids and the training log;
 //! - [`gan`]: DCGAN and conditional GAN models (projection, concatenation, ACGAN), train-step helpers, samplers;
 //! - [`cyclegan`]: unpaired image-to-image translation (ResNet generator, PatchGAN, image pool, CycleGAN step);
@@ -33,6 +34,7 @@ pub mod io;
 pub mod losses;
 pub mod nn;
 pub mod optim;
+pub mod pixelcnn;
 pub mod rng;
 pub mod vae;
 

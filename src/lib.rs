@@ -16,6 +16,7 @@
 //! - [`optim`]: optimizers with checkpointable state, learning-rate schedules, EMA, clipping;
 //! - [`vae`]: convolutional, β- and conditional VAEs, ELBO and IWAE evaluation;
 //! - [`io`]: checkpoints, PNG image grids and the training log;
+//! - [`metrics`]: FID, KID, Inception Score and precision/recall over any feature extractor;
 //! - [`gan`]: DCGAN and conditional GAN models (projection, concatenation, ACGAN), train-step helpers, samplers.
 //!
 //! Images are `(B, C, H, W)` tensors; each function states the value range it expects.
@@ -27,6 +28,7 @@ pub mod gan;
 pub mod hyperparam;
 pub mod io;
 pub mod losses;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod rng;

@@ -73,7 +73,8 @@ fn main() -> Result<()> {
     println!("data: Fashion-MNIST from {}", dir.display());
 
     let varmap = VarMap::new();
-    let model = FmnistClassifier::new(ClassifierConfig::default(), VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let model =
+        FmnistClassifier::new(ClassifierConfig::default(), VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     // candle's initialisers cannot be seeded on the CPU: re-draw every weight from the seed.
     init_vars(&NamedVars::from_varmap(&varmap), &mut Rng::new(args.seed), |name, _| {
         if name.ends_with("bias") {

@@ -117,7 +117,7 @@ fn frechet_distance_non_commuting_two_by_two() {
     // Tr sqrt(S1 S2) = sqrt(l1) + sqrt(l2) = sqrt(Tr(S1 S2) + 2 sqrt(det S1 det S2)).
     let cases: [([f64; 4], [f64; 4]); 3] = [
         ([2.0, 0.7, 0.7, 1.0], [1.0, -0.4, -0.4, 3.0]),
-        ([1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 0.0, 0.5]), // S1 singular
+        ([1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 0.0, 0.5]),   // S1 singular
         ([4.0, 2.0, 2.0, 1.0], [1.0, -1.0, -1.0, 1.0]), // both singular, different null spaces
     ];
     for (s1, s2) in cases {
@@ -161,9 +161,8 @@ fn frechet_distance_refuses_bad_shapes() {
 
 fn random_features(n: usize, d: usize, offset: f64, rng: &mut Rng) -> (Vec<f64>, Tensor) {
     // Correlated features far from the origin: a cancellation-prone case for naive formulas.
-    let v: Vec<f64> = (0..n * d)
-        .map(|i| offset + (i % d) as f64 + rng.normal_f64() * (1.0 + (i % d) as f64 * 0.1))
-        .collect();
+    let v: Vec<f64> =
+        (0..n * d).map(|i| offset + (i % d) as f64 + rng.normal_f64() * (1.0 + (i % d) as f64 * 0.1)).collect();
     let t = Tensor::from_vec(v.clone(), (n, d), &Device::Cpu).unwrap();
     (v, t)
 }
@@ -327,8 +326,12 @@ fn inception_score_bounds() {
     let (is, _) = inception_score(&confident, 10).unwrap();
     assert_rel(is, k as f64, 1e-9, "confident distinct classes");
     // All images certain of the same class: no diversity, IS = 1.
-    let same = Tensor::from_vec((0..100 * k).map(|i| if i % k == 3 { 200.0f32 } else { 0.0 }).collect(), (100, k), &Device::Cpu)
-        .unwrap();
+    let same = Tensor::from_vec(
+        (0..100 * k).map(|i| if i % k == 3 { 200.0f32 } else { 0.0 }).collect(),
+        (100, k),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_rel(inception_score(&same, 1).unwrap().0, 1.0, 1e-9, "one confident class");
     assert!(inception_score(&uniform, 0).is_err());
     assert!(inception_score(&uniform, 51).is_err());
@@ -378,7 +381,8 @@ fn classifier_refuses_bad_shapes() {
 
 #[test]
 fn fid_fmnist_train_vs_test_is_small_and_test_vs_noise_is_large() {
-    let Some(split) = common::fashion_mnist_or_skip("fid_fmnist_train_vs_test_is_small_and_test_vs_noise_is_large") else {
+    let Some(split) = common::fashion_mnist_or_skip("fid_fmnist_train_vs_test_is_small_and_test_vs_noise_is_large")
+    else {
         return;
     };
     let device = Device::Cpu;

@@ -61,13 +61,19 @@ impl ClassifierConfig {
     /// Every size must be > 0 and `num_classes` >= 2; `Error::Config` names the field.
     pub fn validate(&self) -> Result<()> {
         if self.channels.contains(&0) {
-            return Err(Error::config("ClassifierConfig.channels", format!("must all be > 0, got {:?}", self.channels)));
+            return Err(Error::config(
+                "ClassifierConfig.channels",
+                format!("must all be > 0, got {:?}", self.channels),
+            ));
         }
         if self.feature_dim == 0 {
             return Err(Error::config("ClassifierConfig.feature_dim", "must be > 0"));
         }
         if self.num_classes < 2 {
-            return Err(Error::config("ClassifierConfig.num_classes", format!("must be >= 2, got {}", self.num_classes)));
+            return Err(Error::config(
+                "ClassifierConfig.num_classes",
+                format!("must be >= 2, got {}", self.num_classes),
+            ));
         }
         Ok(())
     }
@@ -125,7 +131,9 @@ impl FmnistClassifier {
         if fp != PRETRAINED_FINGERPRINT {
             return Err(Error::checkpoint(
                 &path,
-                format!("weights fingerprint {fp} is not the shipped {PRETRAINED_FINGERPRINT}; FID-FMNIST would differ"),
+                format!(
+                    "weights fingerprint {fp} is not the shipped {PRETRAINED_FINGERPRINT}; FID-FMNIST would differ"
+                ),
             ));
         }
         Ok(model)

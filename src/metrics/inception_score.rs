@@ -52,7 +52,12 @@ pub fn inception_score(logits: &Tensor, splits: usize) -> Result<(f64, f64)> {
         }
         let kl: f64 = rows
             .iter()
-            .map(|r| r.iter().zip(&marginal).map(|(lp, m)| if *lp == f64::NEG_INFINITY { 0.0 } else { lp.exp() * (lp - m.ln()) }).sum::<f64>())
+            .map(|r| {
+                r.iter()
+                    .zip(&marginal)
+                    .map(|(lp, m)| if *lp == f64::NEG_INFINITY { 0.0 } else { lp.exp() * (lp - m.ln()) })
+                    .sum::<f64>()
+            })
             .sum::<f64>()
             / rows.len() as f64;
         scores.push(kl.exp());

@@ -34,7 +34,9 @@ pub struct Kid {
 fn check_pair(x: &Tensor, y: &Tensor, what: &str) -> Result<(usize, usize, usize)> {
     match (x.dims(), y.dims()) {
         ([m, d1], [n, d2]) if d1 == d2 && *d1 > 0 && *m >= 2 && *n >= 2 => Ok((*m, *n, *d1)),
-        (a, b) => Err(Error::shape(what, format!("expected (M >= 2, D) and (N >= 2, D) features, got {a:?} and {b:?}"))),
+        (a, b) => {
+            Err(Error::shape(what, format!("expected (M >= 2, D) and (N >= 2, D) features, got {a:?} and {b:?}")))
+        }
     }
 }
 
@@ -75,8 +77,8 @@ pub fn mmd2_unbiased(x: &Tensor, y: &Tensor) -> Result<f64> {
 }
 
 /// The biased (V-statistic) MMD² with the same kernel: it keeps the diagonal terms, so it is
-/// >= 0 and overestimates MMD² by O(1/M + 1/N). Provided for comparison; KID uses
-/// [`mmd2_unbiased`].
+/// never negative and overestimates MMD² by O(1/M + 1/N). Provided for comparison; KID
+/// uses [`mmd2_unbiased`].
 pub fn mmd2_biased(x: &Tensor, y: &Tensor) -> Result<f64> {
     mmd2(x, y, false)
 }

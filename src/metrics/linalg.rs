@@ -54,7 +54,11 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     }
     let frob: f64 = m.iter().map(|x| x * x).sum::<f64>().sqrt();
     for _ in 0..MAX_SWEEPS {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| m[i * n + j].powi(2)).sum::<f64>().sqrt();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| m[i * n + j].powi(2))
+            .sum::<f64>()
+            .sqrt();
         if off <= 1e-15 * frob || off == 0.0 {
             let w = (0..n).map(|i| m[i * n + i]).collect();
             return Ok((w, v));
@@ -69,7 +73,11 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
                 // The rotation angle that zeroes (p, q): t = tan(theta), the smaller root of
                 // t² + 2 tau t - 1 = 0 for stability (Golub & Van Loan, Algorithm 8.5.1).
                 let tau = (aqq - app) / (2.0 * apq);
-                let t = if tau >= 0.0 { 1.0 / (tau + (1.0 + tau * tau).sqrt()) } else { -1.0 / (-tau + (1.0 + tau * tau).sqrt()) };
+                let t = if tau >= 0.0 {
+                    1.0 / (tau + (1.0 + tau * tau).sqrt())
+                } else {
+                    -1.0 / (-tau + (1.0 + tau * tau).sqrt())
+                };
                 let c = 1.0 / (1.0 + t * t).sqrt();
                 let s = t * c;
                 // m <- Jᵀ m J, applied to columns then rows p and q.

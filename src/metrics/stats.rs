@@ -130,7 +130,10 @@ impl FeatureStats {
     /// which FID implementations use). `Error::Data` with fewer than 2 vectors.
     pub fn covariance(&self) -> Result<Vec<f64>> {
         if self.count < 2 {
-            return Err(Error::data("FeatureStats", format!("covariance needs >= 2 feature vectors, have {}", self.count)));
+            return Err(Error::data(
+                "FeatureStats",
+                format!("covariance needs >= 2 feature vectors, have {}", self.count),
+            ));
         }
         let s = 1.0 / (self.count - 1) as f64;
         Ok(self.m2.iter().map(|v| v * s).collect())

@@ -2,7 +2,7 @@
 //! feature extractor of "FID-FMNIST" (its 128-d penultimate layer).
 //!
 //! ```sh
-//! cargo run --release --example train_classifier                       # 4 epochs, writes out/classifier/
+//! cargo run --release --example train_classifier                       # 3 epochs, writes out/classifier/
 //! cargo run --release --example train_classifier -- --out assets      # refresh the shipped weights
 //! ```
 //! The shipped file is `assets/fmnist_classifier.safetensors`; after replacing it, update
@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, default_value = "out/classifier")]
     out: PathBuf,
     /// Epochs over the 60 000 training images.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 3)]
     epochs: u64,
     /// Images per step.
     #[arg(long, default_value_t = 128)]
@@ -101,7 +101,12 @@ fn main() -> Result<()> {
         window = (window.0 + l, window.1 + 1);
         bar.inc(1);
         if (step + 1) % 20 == 0 {
-            bar.set_message(common::format_scalars(&[("loss", window.0 / window.1 as f64), ("lr", lr)]));
+            let msg = common::format_scalars(&[("loss", window.0 / window.1 as f64), ("lr", lr)]);
+            if bar.is_hidden() && (step + 1) % 100 == 0 {
+                // No terminal (e.g. under nohup): a plain line now and then instead of the bar.
+                println!("step {}/{total} {msg} ({:.0} s)", step + 1, started.elapsed().as_secs_f64());
+            }
+            bar.set_message(msg);
             window = (0.0, 0);
         }
         if (step + 1) % batcher.batches_per_epoch() as u64 == 0 {

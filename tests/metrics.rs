@@ -375,6 +375,17 @@ fn classifier_refuses_bad_shapes() {
     assert!(model.forward_both(&Tensor::zeros((2, 1, 32, 32), DType::F32, &Device::Cpu).unwrap()).is_err());
     let (f, l) = model.forward_both(&Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap()).unwrap();
     assert_eq!((f.dims(), l.dims()), (&[2, 128][..], &[2, 10][..]));
+    // Saved and reloaded: the same fingerprint, and a verified load refuses any other.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("classifier.safetensors");
+    let mut ck = candle_generative::io::Checkpoint::new(0);
+    ck.add_varmap("classifier", &varmap).unwrap();
+    ck.set_config("classifier", model.config()).unwrap();
+    ck.save(&path).unwrap();
+    let fp = model.fingerprint().unwrap();
+    let reloaded = FmnistClassifier::load_verified(&path, &fp, &Device::Cpu).unwrap();
+    assert_eq!(reloaded.fingerprint().unwrap(), fp);
+    assert!(FmnistClassifier::load_verified(&path, "0000000000000000", &Device::Cpu).is_err());
     let rgb = ImageDataset::new("rgb", vec![0; 3 * 28 * 28], vec![0], (3, 28, 28), 1).unwrap();
     assert!(dataset_features(&model, &rgb, 8, &Device::Cpu, |_, _| {}).is_err());
 }

@@ -182,7 +182,7 @@ impl FmnistClassifier {
         self.check_input(images)?;
         let mut x = images.clone();
         for conv in &self.convs {
-            x = conv.forward(&x)?.relu()?.max_pool2d(2)?;
+            x = max_pool_2x2(&conv.forward(&x)?.relu()?)?;
         }
         let feats = self.hidden.forward(&x.flatten_from(1)?)?.relu()?;
         let logits = self.head.forward(&feats)?;
@@ -196,6 +196,15 @@ impl FmnistClassifier {
         let hits = pred.eq(&labels.to_dtype(pred.dtype())?)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
         Ok(hits as f64 / images.dim(0)? as f64)
     }
+}
+
+/// 2x2 max-pooling with stride 2 that drops an odd last row and column, as `max_pool2d(2)` does,
+/// but cuts them off first: candle's max-pool backward maps gradients back through
+/// `upsample_nearest2d`, which misaligns them with the pooling windows for odd sizes (7 -> 3
+/// here). The forward is the same; the gradient becomes correct.
+fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
+    let (h, w) = (x.dim(2)? / 2 * 2, x.dim(3)? / 2 * 2);
+    Ok(x.narrow(2, 0, h)?.narrow(3, 0, w)?.max_pool2d(2)?)
 }
 
 impl FeatureExtractor for FmnistClassifier {
@@ -218,5 +227,27 @@ impl FeatureExtractor for FmnistClassifier {
 
     fn input_shape(&self) -> (usize, usize, usize) {
         (1, 28, 28)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    #[test]
+    fn odd_sized_max_pool_routes_the_gradient_to_the_maximum() -> Result<()> {
+        // 3x3 input: the one 2x2 window is the top-left block, whose maximum is 5 at (1, 0).
+        let x = Var::new(&[[[[1f32, 2.0, 9.0], [5.0, 3.0, 8.0], [7.0, 6.0, 4.0]]]], &Device::Cpu)?;
+        let y = max_pool_2x2(x.as_tensor())?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![5.0]);
+        let grads = y.sum_all()?.backward()?;
+        let g = grads.get(x.as_tensor()).expect("x has a gradient").flatten_all()?.to_vec1::<f32>()?;
+        // Only the maximum gets gradient. candle 0.11.1 scales it by 1/4 (it multiplies by the
+        // window's share of maxima instead of dividing by their count), which Adam's per-parameter
+        // normalisation absorbs; the position is what the narrowing fixes.
+        assert!(g[3] > 0.0, "{g:?}");
+        assert!(g.iter().enumerate().all(|(i, v)| i == 3 || *v == 0.0), "{g:?}");
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! feature extractor of "FID-FMNIST" (its 128-d penultimate layer).
 //!
 //! ```sh
-//! cargo run --release --example train_classifier                       # 3 epochs, writes out/classifier/
+//! cargo run --release --example train_classifier                       # 4 epochs, writes out/classifier/
 //! cargo run --release --example train_classifier -- --out assets      # refresh the shipped weights
 //! ```
 //! The shipped file is `assets/fmnist_classifier.safetensors`; after replacing it, update
@@ -38,10 +38,10 @@ struct Args {
     #[arg(long, default_value = "out/classifier")]
     out: PathBuf,
     /// Epochs over the 60 000 training images.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     epochs: u64,
     /// Images per step.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Adam's learning rate (cosine-decayed to 0 over the run).
     #[arg(long, default_value_t = 2e-3)]

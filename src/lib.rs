@@ -19,7 +19,8 @@
 //! - [`io`]: checkpoints, PNG image grids and the training log;
 //! - [`gan`]: DCGAN and conditional GAN models (projection, concatenation, ACGAN), train-step helpers, samplers;
 //! - [`cyclegan`]: unpaired image-to-image translation (ResNet generator, PatchGAN, image pool, CycleGAN step);
-//! - [`diffusion`]: noise schedules, DDPM/DDIM/DPM-Solver++ samplers over any denoiser, the DDPM UNet, classifier-free guidance.
+//! - [`diffusion`]: noise schedules, DDPM/DDIM/DPM-Solver++ samplers over any denoiser, the DDPM UNet, classifier-free guidance;
+//! - [`metrics`]: FID, KID, Inception Score and precision/recall over any feature extractor.
 //!
 //! Images are `(B, C, H, W)` tensors; each function states the value range it expects.
 
@@ -32,6 +33,7 @@ pub mod gan;
 pub mod hyperparam;
 pub mod io;
 pub mod losses;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod pixelcnn;

@@ -14,7 +14,6 @@
 
 use std::collections::HashSet;
 
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, TensorId};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
@@ -26,6 +25,7 @@ use crate::error::check_finite;
 use crate::io::Checkpoint;
 use crate::losses::cycle::l1_loss;
 use crate::losses::Reduction;
+use crate::optim::retain_var_grads;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -166,22 +166,6 @@ fn mean_value(t: &Tensor) -> Result<f64> {
     scalar(&t.mean_all()?)
 }
 
-/// Keeps in `grads` only the gradients of the variables `loss` reached whose id is in `keep`
-/// (all of them when `keep` is `None`), each detached: a variable's gradient still references the
-/// step's activations, and an optimizer storing it in its moments would keep every step's graph
-/// alive.
-fn keep_variable_grads(loss: &Tensor, grads: &mut GradStore, keep: Option<&HashSet<TensorId>>) {
-    for node in loss.sorted_nodes() {
-        if node.is_variable() {
-            if let Some(g) = grads.remove(node) {
-                if keep.is_none_or(|k| k.contains(&node.id())) {
-                    grads.insert(node, g.detach());
-                }
-            }
-        }
-    }
-}
-
 fn check_batch(batch: &UnpairedBatch<'_>) -> Result<()> {
     for (name, t) in [("a", batch.a), ("b", batch.b)] {
         if t.rank() != 4 || t.dim(0)? == 0 || !t.dtype().is_float() {
@@ -262,7 +246,7 @@ where
     let mut grads = total.backward()?;
     let generator_vars: HashSet<TensorId> =
         generator_outputs.iter().flat_map(|t| t.sorted_nodes()).filter(|n| n.is_variable()).map(|n| n.id()).collect();
-    keep_variable_grads(&total, &mut grads, Some(&generator_vars));
+    retain_var_grads(&total, &mut grads, |v| generator_vars.contains(&v.id()));
     opt_g.step(&grads)?;
     Ok((stats, Translations { fake_b: fake_b.detach(), fake_a: fake_a.detach() }))
 }
@@ -309,7 +293,7 @@ where
     let total = (loss_a + loss_b)?;
     stats.loss = check_finite("discriminator loss", Some(step), scalar(&total)?)?;
     let mut grads = total.backward()?;
-    keep_variable_grads(&total, &mut grads, None);
+    retain_var_grads(&total, &mut grads, |_| true);
     opt_d.step(&grads)?;
     Ok(stats)
 }

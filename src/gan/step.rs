@@ -34,7 +34,6 @@
 
 use std::collections::HashSet;
 
-use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
@@ -45,6 +44,7 @@ use super::traits::{Discriminator, Generator};
 use crate::error::check_finite;
 use crate::losses::adversarial::GanLoss;
 use crate::losses::penalty::{clip_weights, gradient_penalty_wgan, r1_penalty};
+use crate::optim::retain_var_grads;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -130,26 +130,6 @@ fn scalar(t: &Tensor) -> Result<f64> {
 
 fn host_values(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
-}
-
-/// Keeps in `grads` only the gradients of the variables `loss` reached that pass `keep`, each
-/// detached.
-///
-/// candle detaches the gradients of intermediate nodes but not those of variables, so a weight's
-/// gradient still references the step's forward activations (`grad · activationᵀ`). An optimizer
-/// that keeps the gradient in its state as a plain tensor (moments `m = β1 m + (1 − β1) g`) would
-/// then keep every step's graph alive, and memory would grow by the size of the activations at
-/// every step. Detaching shares the storage, so it costs nothing.
-fn detach_variable_grads(loss: &Tensor, grads: &mut GradStore, keep: impl Fn(&Tensor) -> bool) {
-    for node in loss.sorted_nodes() {
-        if node.is_variable() {
-            if let Some(g) = grads.remove(node) {
-                if keep(node) {
-                    grads.insert(node, g.detach());
-                }
-            }
-        }
-    }
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -283,7 +263,7 @@ where
     stats.fake_accuracy = f.iter().filter(|&&v| v < threshold).count() as f64 / f.len() as f64;
 
     let mut grads = total.backward()?;
-    detach_variable_grads(&total, &mut grads, |_| true);
+    retain_var_grads(&total, &mut grads, |_| true);
     opt_d.step(&grads)?;
     if let Some(Penalty::WeightClipping { c }) = cfg.penalty {
         // The generated images are detached, so the variables the loss reached are the
@@ -351,7 +331,7 @@ where
     let mut grads = total.backward()?;
     let generator_vars: HashSet<_> =
         fake.sorted_nodes().into_iter().filter(|n| n.is_variable()).map(|n| n.id()).collect();
-    detach_variable_grads(&total, &mut grads, |v| generator_vars.contains(&v.id()));
+    retain_var_grads(&total, &mut grads, |v| generator_vars.contains(&v.id()));
     opt_g.step(&grads)?;
     Ok(stats)
 }

@@ -9,6 +9,7 @@
 mod adam;
 mod clip;
 mod ema;
+mod grads;
 mod named;
 mod rmsprop;
 mod schedule;
@@ -20,6 +21,7 @@ mod testing;
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use ema::{Ema, EmaConfig, EmaWarmup};
+pub use grads::retain_var_grads;
 pub(crate) use named::{read_like, read_scalar, scalar_tensor};
 pub use named::{NamedVars, TrainingState};
 pub use rmsprop::{RmsProp, RmsPropConfig};

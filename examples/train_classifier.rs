@@ -2,7 +2,7 @@
 //! feature extractor of "FID-FMNIST" (its 128-d penultimate layer).
 //!
 //! ```sh
-//! cargo run --release --example train_classifier                       # 4 epochs, writes out/classifier/
+//! cargo run --release --example train_classifier                       # 6 epochs, writes out/classifier/
 //! cargo run --release --example train_classifier -- --out assets      # refresh the shipped weights
 //! ```
 //! The shipped file is `assets/fmnist_classifier.safetensors`; after replacing it, update
@@ -37,8 +37,8 @@ struct Args {
     /// Output directory; the weights go to <out>/fmnist_classifier.safetensors.
     #[arg(long, default_value = "out/classifier")]
     out: PathBuf,
-    /// Epochs over the 60 000 training images.
-    #[arg(long, default_value_t = 4)]
+    /// Epochs over the 60 000 training images (6 give the shipped weights, 90.2 % test accuracy).
+    #[arg(long, default_value_t = 6)]
     epochs: u64,
     /// Images per step.
     #[arg(long, default_value_t = 64)]

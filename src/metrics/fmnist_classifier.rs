@@ -32,7 +32,7 @@ pub const CLASSIFIER_SECTION: &str = "classifier";
 
 /// The fingerprint (FNV-1a 64 of the weight bytes, in name order) of the shipped weights; see
 /// [`FmnistClassifier::fingerprint`].
-pub const PRETRAINED_FINGERPRINT: &str = "925b311c5606cc69";
+pub const PRETRAINED_FINGERPRINT: &str = "89fff744012ce7de";
 
 /// The shipped weights: `assets/fmnist_classifier.safetensors` in the crate's source directory.
 pub fn pretrained_weights_path() -> PathBuf {

@@ -193,6 +193,7 @@ fn main() -> Result<()> {
     }
     let bar = common::progress_bar(args.steps, trainer.steps_taken());
     let mut train_secs = 0.0;
+    let first_step = trainer.steps_taken();
     let mut window = (0.0, 0u64);
     while trainer.steps_taken() < args.steps {
         let t = Instant::now();
@@ -207,9 +208,10 @@ fn main() -> Result<()> {
             bar.set_message(common::format_scalars(&[("loss", mean)]));
             bar.suspend(|| {
                 println!(
-                    "step {step}: loss {mean:.4} (mean of {} steps), {train_secs:.0} s training, {:.3} s/step",
+                    "step {step}: loss {mean:.4} (mean of {} steps), {train_secs:.0} s training in this run, \
+                     {:.3} s/step",
                     window.1,
-                    train_secs / step.max(1) as f64
+                    train_secs / (step - first_step).max(1) as f64
                 )
             });
             window = (0.0, 0);

@@ -175,6 +175,7 @@ fn features(model: &FmnistClassifier, data: &ImageDataset, args: &Args, device: 
 }
 
 fn main() {
+    common::allocator::keep_freed_memory();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

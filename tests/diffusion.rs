@@ -485,3 +485,34 @@ fn trainer_schedule() -> &'static NoiseSchedule {
     static S: std::sync::OnceLock<NoiseSchedule> = std::sync::OnceLock::new();
     S.get_or_init(|| NoiseSchedule::new(&ScheduleConfig::default()).unwrap())
 }
+
+/// Samplers run the denoiser for inference: the samples of a UNet whose weights are trainable
+/// `Var`s carry no graph (with one, every step's graph stayed alive through `x`: 15 GB for 50
+/// DDIM steps of the bench UNet on 16 images).
+#[test]
+fn samples_of_a_trainable_unet_hold_no_graph() -> Result<()> {
+    let cfg = UNetConfig {
+        image_size: 8,
+        base_channels: 8,
+        channel_mults: vec![1, 2],
+        attention_resolutions: vec![],
+        groups: 4,
+        time_embed_dim: 16,
+        ..UNetConfig::bench()
+    };
+    let varmap = VarMap::new();
+    let unet = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    assert!(!varmap.all_vars().is_empty());
+    let schedule = NoiseSchedule::new(&ScheduleConfig::default())?;
+    let samplers: [Box<dyn Sampler>; 3] = [
+        Box::new(DdimSampler::new(3, Spacing::Leading)),
+        Box::new(DpmSolverSampler::new(3)),
+        Box::new(DdpmSampler { steps: Some(3), ..DdpmSampler::default() }),
+    ];
+    for sampler in samplers {
+        let x = sampler.sample(&unet, &schedule, &[2, 1, 8, 8], None, &mut Rng::new(0), DType::F32, &Device::Cpu)?;
+        assert_eq!(x.dims(), &[2, 1, 8, 8]);
+        assert!(!x.track_op(), "a sample keeps the denoiser's graph");
+    }
+    Ok(())
+}

@@ -5,6 +5,8 @@
 //! `examples/common/mod.rs` as an example of its own. Not every example uses every helper,
 //! hence the `#[allow(dead_code)]`s.
 
+pub mod allocator;
+
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 

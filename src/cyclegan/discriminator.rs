@@ -1,7 +1,9 @@
 //! The PatchGAN discriminator (Isola et al. 2017); see [`DiscriminatorConfig`].
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::nn::Conv2d;
 
 use super::config::DiscriminatorConfig;
 use super::layers::{check_images, LayerBuilder};

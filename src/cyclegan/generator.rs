@@ -1,7 +1,9 @@
 //! The ResNet generator (Johnson et al. 2016; Zhu et al. 2017); see [`GeneratorConfig`].
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, ConvTranspose2d, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::nn::{Conv2d, ConvTranspose2d};
 
 use super::config::GeneratorConfig;
 use super::layers::{check_images, LayerBuilder};

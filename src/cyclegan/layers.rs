@@ -1,7 +1,9 @@
 //! Convolutions and norms created through a `VarBuilder` and initialised from the crate's `Rng`.
 
 use candle_core::{Tensor, Var};
-use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Init, VarBuilder};
+use candle_nn::{Conv2dConfig, ConvTranspose2dConfig, Init, VarBuilder};
+
+use crate::nn::{Conv2d, ConvTranspose2d};
 
 use crate::nn::init::{init_vars, InitKind};
 use crate::nn::instance_norm::{InstanceNorm2d, INSTANCE_NORM_EPS};

@@ -2,7 +2,9 @@
 //! down- and upsampling, and seeded dropout.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, Linear, VarBuilder};
+
+use crate::nn::Conv2d;
 
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -42,7 +44,7 @@ pub fn dropout(x: &Tensor, p: f64, rng: Option<&mut Rng>) -> Result<Tensor> {
 
 fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
     let cfg = Conv2dConfig { padding: k / 2, stride, ..Default::default() };
-    Ok(candle_nn::conv2d(c_in, c_out, k, cfg, vb)?)
+    crate::nn::conv::conv2d_layer(c_in, c_out, k, cfg, vb)
 }
 
 fn group_norm(groups: usize, c: usize, vb: VarBuilder) -> Result<GroupNorm> {

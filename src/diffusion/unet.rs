@@ -2,7 +2,9 @@
 //! [`UNetConfig`], with optional class conditioning for classifier-free guidance.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Embedding, GroupNorm, Linear, VarBuilder};
+
+use crate::nn::Conv2d;
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{timestep_embedding, Attention, Downsample, ResBlock, Upsample};
@@ -236,7 +238,7 @@ impl UNet {
             } else {
                 None
             },
-            conv_in: candle_nn::conv2d(cfg.image_channels, ch[0], 3, pad1, vb.pp("conv_in"))?,
+            conv_in: crate::nn::conv::conv2d_layer(cfg.image_channels, ch[0], 3, pad1, vb.pp("conv_in"))?,
             down,
             downsample,
             mid1,
@@ -245,7 +247,7 @@ impl UNet {
             up,
             upsample,
             norm_out: candle_nn::group_norm(g, ch[0], 1e-5, vb.pp("norm_out"))?,
-            conv_out: candle_nn::conv2d(ch[0], cfg.image_channels, 3, pad1, vb.pp("conv_out"))?,
+            conv_out: crate::nn::conv::conv2d_layer(ch[0], cfg.image_channels, 3, pad1, vb.pp("conv_out"))?,
             config: cfg.clone(),
         })
     }

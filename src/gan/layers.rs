@@ -146,7 +146,7 @@ impl Conv {
 
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let w = self.weight.get(train)?;
-        Ok(candle_nn::Conv2d::new(w, Some(self.bias.clone()), DOWN).forward(x)?)
+        Ok(crate::nn::Conv2d::new(w, Some(self.bias.clone()), DOWN).forward(x)?)
     }
 }
 
@@ -154,14 +154,14 @@ impl Conv {
 /// The weight is `(in, out, 4, 4)`, PyTorch's layout.
 #[derive(Debug, Clone)]
 pub(crate) struct ConvTranspose {
-    layer: candle_nn::ConvTranspose2d,
+    layer: crate::nn::ConvTranspose2d,
 }
 
 impl ConvTranspose {
     pub(crate) fn new(p: &mut Params, prefix: &str, in_ch: usize, out_ch: usize) -> Result<Self> {
         let weight = p.get((in_ch, out_ch, 4, 4), &format!("{prefix}.weight"), None)?;
         let bias = p.get(out_ch, &format!("{prefix}.bias"), None)?;
-        Ok(Self { layer: candle_nn::ConvTranspose2d::new(weight, Some(bias), UP) })
+        Ok(Self { layer: crate::nn::ConvTranspose2d::new(weight, Some(bias), UP) })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {

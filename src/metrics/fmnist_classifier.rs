@@ -20,11 +20,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::FeatureExtractor;
 use crate::io::Checkpoint;
+use crate::nn::Conv2d;
 use crate::{Error, Result};
 
 /// The checkpoint section holding the weights, and the config's name in the metadata.
@@ -95,9 +96,9 @@ impl FmnistClassifier {
         let conv_cfg = Conv2dConfig { padding: 1, ..Default::default() };
         let [c1, c2, c3] = config.channels;
         let convs = [
-            candle_nn::conv2d(1, c1, 3, conv_cfg, vb.pp("conv1"))?,
-            candle_nn::conv2d(c1, c2, 3, conv_cfg, vb.pp("conv2"))?,
-            candle_nn::conv2d(c2, c3, 3, conv_cfg, vb.pp("conv3"))?,
+            crate::nn::conv::conv2d_layer(1, c1, 3, conv_cfg, vb.pp("conv1"))?,
+            crate::nn::conv::conv2d_layer(c1, c2, 3, conv_cfg, vb.pp("conv2"))?,
+            crate::nn::conv::conv2d_layer(c2, c3, 3, conv_cfg, vb.pp("conv3"))?,
         ];
         let hidden = candle_nn::linear(c3 * 3 * 3, config.feature_dim, vb.pp("fc1"))?;
         let head = candle_nn::linear(config.feature_dim, config.num_classes, vb.pp("fc2"))?;

@@ -237,7 +237,7 @@ impl Module for MaskedConv2d {
         let w = self.weight.broadcast_mul(&self.mask)?;
         let y = if top == bottom && left == right && top == left {
             // Equal padding on all sides: the convolution pads itself, without copying the input.
-            xs.conv2d(&w, top, 1, 1, 1)?
+            super::conv::conv2d(xs, &w, top, 1, 1).map_err(candle_core::Error::wrap)?
         } else {
             let mut x = xs.clone();
             if top + bottom > 0 {
@@ -246,10 +246,10 @@ impl Module for MaskedConv2d {
             if left + right > 0 {
                 x = x.pad_with_zeros(3, left, right)?;
             }
-            x.conv2d(&w, 0, 1, 1, 1)?
+            super::conv::conv2d(&x, &w, 0, 1, 1).map_err(candle_core::Error::wrap)?
         };
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            Some(b) => super::channel_bias::add_channel_bias(&y, b).map_err(candle_core::Error::wrap),
             None => Ok(y),
         }
     }

@@ -1,5 +1,8 @@
 //! Layers candle-nn lacks, for the model families and for users' own architectures.
 //!
+//! - [`channel_bias`]: the per-channel bias add of convolutions, with a fast CPU backward;
+//! - [`conv`]: convolution and transposed-convolution layers with the crate's faster CPU kernels
+//!   (im2col + gemm, [`Conv2d`], [`ConvTranspose2d`]; other devices use candle's);
 //! - [`double_backward`]: backward passes that keep their graph (second-order gradients, for
 //!   gradient penalties);
 //! - [`init`]: seeded re-initialisation of a model's variables (DCGAN's N(0, 0.02), Kaiming);
@@ -9,7 +12,10 @@
 //! - [`reflection_pad`]: reflection padding, [`reflection_pad2d`] / [`ReflectionPad2d`];
 //! - [`spectral_norm`]: spectral normalisation of a weight by power iteration (Miyato 2018).
 
+pub mod channel_bias;
+pub mod conv;
 pub mod double_backward;
+mod im2col;
 pub mod init;
 pub mod instance_norm;
 pub mod latent;
@@ -17,5 +23,6 @@ pub mod masked_conv;
 pub mod reflection_pad;
 pub mod spectral_norm;
 
+pub use conv::{Conv2d, ConvTranspose2d};
 pub use instance_norm::InstanceNorm2d;
 pub use reflection_pad::{reflection_pad2d, ReflectionPad2d};

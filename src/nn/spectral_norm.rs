@@ -395,7 +395,7 @@ impl ModuleT for SnConv2d {
     /// The convolution with `W_SN`; with `train` the power iteration runs first.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let w = self.weight.weight(train).map_err(into_candle)?;
-        candle_core::Module::forward(&candle_nn::Conv2d::new(w, self.bias.clone(), self.conv), x)
+        candle_core::Module::forward(&super::Conv2d::new(w, self.bias.clone(), self.conv), x)
     }
 }
 

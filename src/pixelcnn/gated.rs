@@ -66,8 +66,8 @@ impl VerticalConv {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.pad_with_zeros(2, self.pad.0, 0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?;
-        let y = x.conv2d(&self.weight, 0, 1, 1, 1)?;
-        Ok(y.broadcast_add(&self.bias.reshape((1, self.bias.dim(0)?, 1, 1))?)?)
+        let y = crate::nn::conv::conv2d(&x, &self.weight, 0, 1, 1)?;
+        crate::nn::channel_bias::add_channel_bias(&y, &self.bias)
     }
 }
 

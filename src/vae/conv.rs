@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, ConvTranspose2dConfig, Linear, VarBuilder};
+
+use crate::nn::conv::{conv2d_layer, conv_transpose2d_layer, Conv2d, ConvTranspose2d};
 
 use super::config::Config;
 use super::model::{Decoder, Encoder, Vae};
@@ -47,7 +49,7 @@ impl ConvEncoder {
         let mut convs = Vec::with_capacity(cfg.conv_widths.len());
         let mut c_in = cfg.image_channels;
         for (i, &w) in cfg.conv_widths.iter().enumerate() {
-            convs.push(candle_nn::conv2d(c_in, w, 4, conv_cfg, vb.pp(format!("conv{i}")))?);
+            convs.push(conv2d_layer(c_in, w, 4, conv_cfg, vb.pp(format!("conv{i}")))?);
             c_in = w;
         }
         let s = cfg.bottleneck_size();
@@ -99,8 +101,8 @@ impl ConvDecoder {
         let deconvs = chans
             .windows(2)
             .enumerate()
-            .map(|(i, w)| candle_nn::conv_transpose2d(w[0], w[1], 4, deconv_cfg, vb.pp(format!("deconv{i}"))))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+            .map(|(i, w)| conv_transpose2d_layer(w[0], w[1], 4, deconv_cfg, vb.pp(format!("deconv{i}"))))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self { fc0, fc1, deconvs, bottleneck: (last, s), num_classes: cfg.num_classes })
     }
 }

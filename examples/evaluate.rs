@@ -7,8 +7,13 @@
 //! ```sh
 //! cargo run --release --example evaluate -- out/dcgan/checkpoints/dcgan-00002000.safetensors
 //! cargo run --release --example evaluate -- out/vae/checkpoints/vae-00004680.safetensors --n 10000
+//! cargo run --release --example evaluate -- out/pixelcnn/checkpoints/pixelcnn-00001875.safetensors --n 500
+//! cargo run --release --example evaluate -- out/ddpm/checkpoints/ddpm-00005000.safetensors --n 2000
 //! cargo run --release --example evaluate -- path/to/png_folder
 //! ```
+//! PixelCNN samples pixel by pixel (784 network passes per batch), so keep `--n` small there;
+//! diffusion checkpoints sample with DPM-Solver++ (`--diffusion-steps`, default 20) from the EMA
+//! weights, with classifier-free guidance `--guidance` for a class-conditional UNet.
 //! Features are those of the bundled classifier (`assets/fmnist_classifier.safetensors`): the
 //! numbers are FID-FMNIST, **not comparable with Inception-v3 FID**. See `docs/metrics.md`.
 
@@ -22,13 +27,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_generative::data::image_folder::{load_image_folder, ImageFolderOptions, ResizeMode};
 use candle_generative::data::mnist::{fashion_mnist, find_fashion_mnist};
 use candle_generative::data::{transforms, ImageDataset};
+use candle_generative::diffusion::Sampler;
 use candle_generative::io::{save_grid, Checkpoint, GridOptions};
 use candle_generative::metrics::{
     dataset_features, fid, inception_score, kid, precision_recall, FeatureExtractor, FeatureStats, FmnistClassifier,
     KidOptions,
 };
 use candle_generative::rng::Rng;
-use candle_generative::{gan, vae, Error, Result};
+use candle_generative::{diffusion, gan, pixelcnn, vae, Error, Result};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
 
@@ -63,6 +69,12 @@ struct Args {
     /// Where to write a grid of the first 64 evaluated images (empty: none).
     #[arg(long, default_value = "out/evaluate/samples.png")]
     grid: String,
+    /// Denoiser evaluations per diffusion sample (DPM-Solver++).
+    #[arg(long, default_value_t = 20)]
+    diffusion_steps: usize,
+    /// Classifier-free guidance scale of a class-conditional diffusion model (1: none).
+    #[arg(long, default_value_t = 3.0)]
+    guidance: f64,
     /// Device: cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -70,7 +82,7 @@ struct Args {
 
 /// Anything that draws images from a trained model: `(n, C, H, W)` in `[0, 1]`.
 trait ImageSampler {
-    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor>;
+    fn sample(&mut self, n: usize, rng: &mut Rng) -> Result<Tensor>;
 }
 
 /// One model family: its name, whether a checkpoint belongs to it, and how to rebuild its
@@ -78,25 +90,51 @@ trait ImageSampler {
 struct Family {
     name: &'static str,
     recognises: fn(&Checkpoint) -> bool,
-    open: fn(&Checkpoint, &Device) -> Result<Box<dyn ImageSampler>>,
+    open: fn(&Checkpoint, &Args, &Device) -> Result<Box<dyn ImageSampler>>,
 }
 
-/// The dispatch table: add PixelCNN, diffusion, ... with one entry and one `open_*` function.
+/// The dispatch table: a new family is one entry and one `open_*` function. (CycleGAN translates
+/// images rather than generating them; its example reports its own translation metrics.)
 const FAMILIES: &[Family] = &[
     Family { name: "vae", recognises: |ck| ck.config::<vae::Config>("vae").is_ok(), open: open_vae },
     Family { name: "gan", recognises: |ck| ck.config::<gan::Config>("model").is_ok(), open: open_gan },
+    Family {
+        name: "pixelcnn",
+        recognises: |ck| ck.config::<pixelcnn::Config>("pixelcnn").is_ok(),
+        open: open_pixelcnn,
+    },
+    Family {
+        name: "diffusion",
+        recognises: |ck| ck.config::<diffusion::UNetConfig>("unet").is_ok(),
+        open: open_diffusion,
+    },
 ];
+
+/// The training-set size a trainer's checkpoint was written for (its batcher needs it).
+fn train_len(ck: &Checkpoint) -> Result<usize> {
+    ck.meta("train_len")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::checkpoint(ck.path(), "has no `train_len` entry"))
+}
+
+/// Random class labels `(n,)` for a conditional model with `classes > 0` classes.
+fn random_labels(n: usize, classes: usize, rng: &mut Rng, device: &Device) -> Result<Option<Tensor>> {
+    if classes == 0 {
+        return Ok(None);
+    }
+    Ok(Some(rng.randint(n, 0, classes as u32, device)?))
+}
 
 struct GanSampler(Box<dyn gan::Generator>);
 
 impl ImageSampler for GanSampler {
-    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+    fn sample(&mut self, n: usize, rng: &mut Rng) -> Result<Tensor> {
         transforms::to_unit(&gan::sample_random(&self.0, n, None, rng)?)
     }
 }
 
 /// `examples/dcgan.rs`: config `model`, weights `model/gen.*` and `model/disc.*`.
-fn open_gan(ck: &Checkpoint, device: &Device) -> Result<Box<dyn ImageSampler>> {
+fn open_gan(ck: &Checkpoint, _: &Args, device: &Device) -> Result<Box<dyn ImageSampler>> {
     let config: gan::Config = ck.config("model")?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
@@ -119,10 +157,9 @@ struct VaeSampler {
 }
 
 impl ImageSampler for VaeSampler {
-    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+    fn sample(&mut self, n: usize, rng: &mut Rng) -> Result<Tensor> {
         let model = self.trainer.model();
-        let classes = self.trainer.config().num_classes;
-        let labels = if classes > 0 { Some(rng.randint(n, 0, classes as u32, &self.device)?) } else { None };
+        let labels = random_labels(n, self.trainer.config().num_classes, rng, &self.device)?;
         let x = model.sample_prior(n, labels.as_ref(), DType::F32, &self.device, rng)?;
         let (lo, hi) = model.likelihood().data_range();
         Ok(x.affine(1.0 / (hi - lo) as f64, -lo as f64 / (hi - lo) as f64)?.clamp(0.0, 1.0)?)
@@ -130,20 +167,81 @@ impl ImageSampler for VaeSampler {
 }
 
 /// `examples/vae.rs`: the `vae::Trainer` checkpoint (configs `vae` and `train`).
-fn open_vae(ck: &Checkpoint, device: &Device) -> Result<Box<dyn ImageSampler>> {
+fn open_vae(ck: &Checkpoint, _: &Args, device: &Device) -> Result<Box<dyn ImageSampler>> {
     let trainer = vae::Trainer::from_checkpoint(ck, DType::F32, device)?;
     Ok(Box::new(VaeSampler { trainer, device: device.clone() }))
 }
 
+struct PixelCnnSampler {
+    trainer: pixelcnn::Trainer,
+    device: Device,
+}
+
+impl ImageSampler for PixelCnnSampler {
+    fn sample(&mut self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        let model = self.trainer.model();
+        let labels = random_labels(n, model.config().num_classes, rng, &self.device)?;
+        let opts = pixelcnn::SampleOptions::default();
+        let (x, _cost) = pixelcnn::sample(model, n, 28, 28, labels.as_ref(), &opts, rng)?;
+        Ok((x.to_dtype(DType::F32)? / 255.0)?)
+    }
+}
+
+/// `examples/pixelcnn.rs`: the `pixelcnn::Trainer` checkpoint (configs `pixelcnn`, `pixelcnn_train`),
+/// sampled at 28x28 (Fashion-MNIST's size) with temperature 1.
+fn open_pixelcnn(ck: &Checkpoint, _: &Args, device: &Device) -> Result<Box<dyn ImageSampler>> {
+    let (config, train) = (ck.config("pixelcnn")?, ck.config("pixelcnn_train")?);
+    let mut trainer = pixelcnn::Trainer::new(config, train, train_len(ck)?, DType::F32, device)?;
+    trainer.restore(ck)?;
+    Ok(Box::new(PixelCnnSampler { trainer, device: device.clone() }))
+}
+
+struct DiffusionSampler {
+    trainer: diffusion::Trainer,
+    sampler: diffusion::DpmSolverSampler,
+    guidance: f64,
+    device: Device,
+}
+
+impl ImageSampler for DiffusionSampler {
+    fn sample(&mut self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        let (classes, size) = (self.trainer.model().config().num_classes, self.trainer.model().config().image_size);
+        let channels = self.trainer.model().config().image_channels;
+        let labels = random_labels(n, classes, rng, &self.device)?;
+        let schedule = self.trainer.schedule().clone();
+        let (sampler, guidance, device) = (&self.sampler, self.guidance, &self.device);
+        let x = self.trainer.with_ema(|unet| {
+            let guided = diffusion::Guided { inner: unet, null_class: unet.null_class(), scale: guidance };
+            let den: &dyn diffusion::Denoiser = if labels.is_some() { &guided } else { unet };
+            sampler.sample(den, &schedule, &[n, channels, size, size], labels.as_ref(), rng, DType::F32, device)
+        })?;
+        transforms::to_unit(&x.clamp(-1.0, 1.0)?)
+    }
+}
+
+/// `examples/ddpm.rs`: the `diffusion::Trainer` checkpoint (configs `unet`, `schedule`,
+/// `diffusion_train`), sampled from the EMA weights with DPM-Solver++.
+fn open_diffusion(ck: &Checkpoint, args: &Args, device: &Device) -> Result<Box<dyn ImageSampler>> {
+    let (unet, schedule, train) = (ck.config("unet")?, ck.config("schedule")?, ck.config("diffusion_train")?);
+    let mut trainer = diffusion::Trainer::new(unet, &schedule, train, train_len(ck)?, DType::F32, device)?;
+    trainer.restore(ck)?;
+    let sampler = diffusion::DpmSolverSampler {
+        x0: diffusion::X0Processing::Clip(1.0),
+        ..diffusion::DpmSolverSampler::new(args.diffusion_steps)
+    };
+    Ok(Box::new(DiffusionSampler { trainer, sampler, guidance: args.guidance, device: device.clone() }))
+}
+
 /// Draws `n` images in batches from the checkpoint's model, as an 8-bit data set (as if saved to PNG).
-fn generate(path: &Path, n: usize, batch: usize, seed: u64, device: &Device) -> Result<ImageDataset> {
+fn generate(path: &Path, args: &Args, device: &Device) -> Result<ImageDataset> {
+    let (n, batch, seed) = (args.n, args.batch_size, args.seed);
     let ck = Checkpoint::load(path)?;
     let family = FAMILIES.iter().find(|f| (f.recognises)(&ck)).ok_or_else(|| {
         let names: Vec<_> = FAMILIES.iter().map(|f| f.name).collect();
         Error::checkpoint(path, format!("is not a checkpoint of a known model family ({})", names.join(", ")))
     })?;
     println!("{}: a {} checkpoint at step {}", path.display(), family.name, ck.step());
-    let sampler = (family.open)(&ck, device)?;
+    let mut sampler = (family.open)(&ck, args, device)?;
     let mut rng = Rng::new(seed);
     let bar = common::progress_bar(n as u64, 0);
     bar.set_message("generating");
@@ -201,7 +299,7 @@ fn run(args: Args) -> Result<()> {
         println!("{}: {} images (resized to 28x28 grey where needed)", args.source.display(), folder.len());
         folder.take(args.n)
     } else {
-        generate(&args.source, args.n, args.batch_size, args.seed, &device)?
+        generate(&args.source, &args, &device)?
     };
     if !args.grid.is_empty() {
         let first: Vec<usize> = (0..generated.len().min(64)).collect();
@@ -213,7 +311,12 @@ fn run(args: Args) -> Result<()> {
     let (f_real, _) = features(&model, &reference, &args, &device)?;
     let (f_fake, logits) = features(&model, &generated, &args, &device)?;
     let fid_value = fid(&FeatureStats::from_features(&f_real)?, &FeatureStats::from_features(&f_fake)?)?;
-    let kid_opts = KidOptions { num_subsets: args.kid_subsets, subset_size: args.kid_subset_size };
+    // KID's subsets are drawn from both sets: no larger than the smaller one.
+    let subset_size = args.kid_subset_size.min(generated.len()).min(reference.len());
+    if subset_size < args.kid_subset_size {
+        println!("KID subsets of {subset_size} (the number of images), not {}", args.kid_subset_size);
+    }
+    let kid_opts = KidOptions { num_subsets: args.kid_subsets, subset_size };
     let kid_value = kid(&f_real, &f_fake, &kid_opts, &mut Rng::with_stream(args.seed, 1))?;
     let pr = precision_recall(&f_real, &f_fake, args.k)?;
     let (is_mean, is_std) = inception_score(&logits, 10.min(generated.len()))?;
@@ -221,7 +324,7 @@ fn run(args: Args) -> Result<()> {
     println!("  FID-FMNIST  {fid_value:.3}   (classifier features; not comparable with Inception FID)");
     println!(
         "  KID         {:.5} +- {:.5} ({} subsets of {})",
-        kid_value.mean, kid_value.std, args.kid_subsets, args.kid_subset_size
+        kid_value.mean, kid_value.std, args.kid_subsets, subset_size
     );
     println!("  precision   {:.4}   recall {:.4}   (k = {})", pr.precision, pr.recall, args.k);
     println!("  IS-FMNIST   {is_mean:.3} +- {is_std:.3}   (of at most 10 classes)");

@@ -24,6 +24,8 @@ pub struct Batcher {
     seed: u64,
     drop_last: bool,
     shuffle: bool,
+    rank: usize,
+    world_size: usize,
 }
 
 impl Batcher {
@@ -36,7 +38,40 @@ impl Batcher {
         if batch_size == 0 {
             return Err(Error::config("batch_size", "must be > 0"));
         }
-        Ok(Self { len, batch_size, seed, drop_last: false, shuffle: true })
+        Ok(Self { len, batch_size, seed, drop_last: false, shuffle: true, rank: 0, world_size: 1 })
+    }
+
+    /// This process's share of every epoch in data-parallel training over `world_size` processes
+    /// (ranks `0..world_size`): all ranks build the batcher with the same `len`, `batch_size` and
+    /// seed, so they draw the same permutation of each epoch, and rank `r` takes its items
+    /// `r, r + world_size, r + 2 world_size, ...`. Every item lands in exactly one shard per epoch.
+    ///
+    /// Shards differ in length by at most one item. With [`Batcher::drop_last`] every rank uses
+    /// the shortest shard's length (`len / world_size`), so all ranks run the same number of
+    /// steps per epoch, which an all-reduce per step needs; without it a rank may run one batch
+    /// more than another when `world_size` does not divide `len`.
+    ///
+    /// `Error::Config` when `rank >= world_size` or `len < world_size` (an empty shard).
+    pub fn shard(mut self, rank: usize, world_size: usize) -> Result<Self> {
+        if world_size == 0 || rank >= world_size {
+            return Err(Error::config("rank", format!("rank {rank} is not in 0..{world_size}")));
+        }
+        if self.len < world_size {
+            return Err(Error::config("world_size", format!("{} items cannot fill {world_size} shards", self.len)));
+        }
+        self.rank = rank;
+        self.world_size = world_size;
+        Ok(self)
+    }
+
+    /// `(rank, world_size)` of [`Batcher::shard`]; `(0, 1)` when not sharded.
+    pub fn shard_of(&self) -> (usize, usize) {
+        (self.rank, self.world_size)
+    }
+
+    /// Items in this rank's shard of an epoch (all of them when not sharded).
+    fn shard_len(&self) -> usize {
+        (self.len - self.rank).div_ceil(self.world_size)
     }
 
     /// Drop the last batch of an epoch when it is smaller than `batch_size` (when `len` is
@@ -67,22 +102,28 @@ impl Batcher {
         self.batch_size
     }
 
-    /// Number of batches in every epoch.
+    /// Number of batches in every epoch (of this rank's shard when sharded).
     pub fn batches_per_epoch(&self) -> usize {
-        if self.drop_last && self.len >= self.batch_size {
-            self.len / self.batch_size
+        let n = if self.drop_last { self.len / self.world_size } else { self.shard_len() };
+        if self.drop_last && n >= self.batch_size {
+            n / self.batch_size
         } else {
-            self.len.div_ceil(self.batch_size)
+            n.div_ceil(self.batch_size)
         }
     }
 
-    /// The order of items in epoch `epoch` (a permutation of `0..len`).
+    /// The order of items in epoch `epoch`: a permutation of `0..len`, or this rank's part of it
+    /// when sharded.
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        if self.shuffle {
+        let order: Vec<usize> = if self.shuffle {
             Rng::with_stream(self.seed, epoch).permutation(self.len)
         } else {
             (0..self.len).collect()
+        };
+        if self.world_size == 1 {
+            return order;
         }
+        order.into_iter().skip(self.rank).step_by(self.world_size).collect()
     }
 
     /// The batches of epoch `epoch`, each a list of item indices.
@@ -97,7 +138,7 @@ impl Batcher {
         let (epoch, k) = (step / per, (step % per) as usize);
         let order = self.epoch_order(epoch);
         let start = k * self.batch_size;
-        order[start..(start + self.batch_size).min(self.len)].to_vec()
+        order[start..(start + self.batch_size).min(order.len())].to_vec()
     }
 
     /// An endless iterator of `(step, batch)` starting at global step `start_step`, crossing epoch
@@ -172,6 +213,41 @@ mod tests {
         }
         assert!(Batcher::new(0, 5, 0).is_err());
         assert!(Batcher::new(5, 0, 0).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn shards_cover_every_item_exactly_once_per_epoch() -> Result<()> {
+        for (len, world, batch) in [(10, 3, 2), (12, 4, 3), (7, 7, 1), (100, 3, 8)] {
+            for epoch in 0..3 {
+                let mut seen = vec![0usize; len];
+                let mut steps = Vec::new();
+                for rank in 0..world {
+                    let b = Batcher::new(len, batch, 5)?.shard(rank, world)?;
+                    assert_eq!(b.shard_of(), (rank, world));
+                    let batches = b.epoch(epoch);
+                    steps.push(batches.len());
+                    for i in batches.into_iter().flatten() {
+                        seen[i] += 1;
+                    }
+                    // batch_at_step agrees with the epoch's batches on every rank.
+                    let per = b.batches_per_epoch() as u64;
+                    assert_eq!(b.batch_at_step(epoch * per), b.epoch(epoch)[0]);
+                }
+                assert!(seen.iter().all(|&c| c == 1), "len {len} world {world} epoch {epoch}: {seen:?}");
+                assert!(steps.iter().max().unwrap() - steps.iter().min().unwrap() <= 1);
+            }
+            // drop_last: the same number of full batches on every rank.
+            let counts: Vec<usize> = (0..world)
+                .map(|r| Batcher::new(len, batch, 5).and_then(|b| b.drop_last(true).shard(r, world)))
+                .map(|b| b.map(|b| b.epoch(0).len()))
+                .collect::<Result<_>>()?;
+            assert!(counts.iter().all(|&c| c == counts[0]), "{counts:?}");
+        }
+        // Unsharded batches are unchanged by the sharding code path (world 1).
+        assert_eq!(Batcher::new(9, 2, 1)?.epoch(1), Batcher::new(9, 2, 1)?.shard(0, 1)?.epoch(1));
+        assert!(Batcher::new(9, 2, 1)?.shard(3, 3).is_err());
+        assert!(Batcher::new(2, 2, 1)?.shard(0, 3).is_err());
         Ok(())
     }
 }

@@ -11,10 +11,11 @@
 //! after 3 warm-ups, the format of `torch_reference.py` plus the process's peak resident memory,
 //! which covers the rows run before it: run one row per process to attribute it, as
 //! `scripts/compare_torch.sh` does). `CANDLE_GENERATIVE_REFERENCE_KERNELS=1` times candle's own
-//! convolution kernels instead of the crate's.
+//! convolution kernels instead of the crate's; `BENCH_DEVICE=cuda:0` (with `--features cuda`)
+//! times another device.
 
-#[path = "../examples/common/allocator.rs"]
-mod allocator;
+#[path = "../examples/common/tuning.rs"]
+mod tuning;
 
 use std::time::Instant;
 
@@ -154,8 +155,12 @@ fn cyclegan_row(device: &Device) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    allocator::keep_freed_memory();
-    let device = Device::Cpu;
+    tuning::tune_for_training();
+    // The CPU unless `BENCH_DEVICE` names another (`cuda:0`, `metal`, `auto`; see docs/performance.md).
+    let device = match std::env::var("BENCH_DEVICE") {
+        Ok(name) => candle_generative::device::parse_device(&name)?,
+        Err(_) => Device::Cpu,
+    };
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let rows: [(&str, Row); 5] =
         [("dcgan", dcgan), ("vae", vae_row), ("pixelcnn", pixelcnn_row), ("ddpm", ddpm), ("cyclegan", cyclegan_row)];

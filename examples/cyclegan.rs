@@ -224,7 +224,7 @@ fn write_grid(
 }
 
 fn main() {
-    common::allocator::keep_freed_memory();
+    common::tuning::tune_for_training();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -175,7 +175,7 @@ fn step_config(args: &Args) -> Result<StepConfig> {
 
 /// Refuses to resume into a different model or training setup, naming what differs.
 fn main() {
-    common::allocator::keep_freed_memory();
+    common::tuning::tune_for_training();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -138,7 +138,7 @@ fn write_grids(trainer: &mut Trainer, args: &Args, device: &Device) -> Result<[(
 }
 
 fn main() -> Result<()> {
-    common::allocator::keep_freed_memory();
+    common::tuning::tune_for_training();
     let args = Args::parse();
     let device = candle_generative::device::parse_device(&args.device)?;
     let (split, source) = data::fashion_mnist_or_shapes(args.data_dir.as_deref(), 10_000, 1_000, args.seed)?;

@@ -273,7 +273,7 @@ fn features(model: &FmnistClassifier, data: &ImageDataset, args: &Args, device: 
 }
 
 fn main() {
-    common::allocator::keep_freed_memory();
+    common::tuning::tune_for_training();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

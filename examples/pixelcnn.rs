@@ -116,7 +116,7 @@ fn write_samples(trainer: &Trainer, args: &Args, data: &ImageDataset, step: u64,
 }
 
 fn main() -> Result<()> {
-    common::allocator::keep_freed_memory();
+    common::tuning::tune_for_training();
     let args = Args::parse();
     let device = candle_generative::device::parse_device(&args.device)?;
     let (split, source) = data::fashion_mnist_or_shapes(args.data_dir.as_deref(), 10_000, 2_000, args.seed)?;

@@ -44,7 +44,7 @@ struct Args {
 }
 
 fn main() -> candle_generative::Result<()> {
-    common::allocator::keep_freed_memory();
+    common::tuning::tune_for_training();
     let args = Args::parse();
     let device = candle_generative::device::parse_device(&args.device)?;
     let started = Instant::now();

@@ -63,7 +63,7 @@ fn test_accuracy(model: &FmnistClassifier, test: &ImageDataset, device: &Device)
 }
 
 fn main() -> Result<()> {
-    common::allocator::keep_freed_memory();
+    common::tuning::tune_for_training();
     let args = Args::parse();
     let device = Device::Cpu;
     let dir = match args.data_dir.clone().or_else(find_fashion_mnist) {

@@ -5,7 +5,7 @@
 //! `examples/common/mod.rs` as an example of its own. Not every example uses every helper,
 //! hence the `#[allow(dead_code)]`s.
 
-pub mod allocator;
+pub mod tuning;
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};

@@ -2,9 +2,10 @@
 //! down- and upsampling, and seeded dropout.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
-use crate::nn::Conv2d;
+use crate::nn::silu::silu;
+use crate::nn::{Conv2d, GroupNorm};
 
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -48,7 +49,7 @@ fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> R
 }
 
 fn group_norm(groups: usize, c: usize, vb: VarBuilder) -> Result<GroupNorm> {
-    Ok(candle_nn::group_norm(groups, c, 1e-5, vb)?)
+    GroupNorm::new(groups, c, 1e-5, vb)
 }
 
 /// DDPM's residual block: `h = conv1(silu(norm1(x))) + time(silu(temb))`,
@@ -81,9 +82,9 @@ impl ResBlock {
 
     /// `x` `(B, c_in, H, W)`, `temb` `(B, temb)` -> `(B, c_out, H, W)`; dropout only with an rng.
     pub fn forward(&self, x: &Tensor, temb: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = h.broadcast_add(&self.time.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?)?;
-        let h = dropout(&self.norm2.forward(&h)?.silu()?, self.dropout, rng)?;
+        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
+        let h = h.broadcast_add(&self.time.forward(&silu(temb)?)?.unsqueeze(2)?.unsqueeze(3)?)?;
+        let h = dropout(&silu(&self.norm2.forward(&h)?)?, self.dropout, rng)?;
         let h = self.conv2.forward(&h)?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?,

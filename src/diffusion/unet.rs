@@ -2,9 +2,10 @@
 //! [`UNetConfig`], with optional class conditioning for classifier-free guidance.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2dConfig, Embedding, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Embedding, Linear, VarBuilder};
 
-use crate::nn::Conv2d;
+use crate::nn::silu::silu;
+use crate::nn::{Conv2d, GroupNorm};
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{timestep_embedding, Attention, Downsample, ResBlock, Upsample};
@@ -246,7 +247,7 @@ impl UNet {
             mid2,
             up,
             upsample,
-            norm_out: candle_nn::group_norm(g, ch[0], 1e-5, vb.pp("norm_out"))?,
+            norm_out: GroupNorm::new(g, ch[0], 1e-5, vb.pp("norm_out"))?,
             conv_out: crate::nn::conv::conv2d_layer(ch[0], cfg.image_channels, 3, pad1, vb.pp("conv_out"))?,
             config: cfg.clone(),
         })
@@ -286,7 +287,7 @@ impl UNet {
             return Err(Error::shape(CTX, format!("t must be ({},), got {:?}", dims[0], t.dims())));
         }
         let temb = timestep_embedding(t, cfg.base_channels, x.dtype())?;
-        let mut temb = self.time2.forward(&self.time1.forward(&temb)?.silu()?)?;
+        let mut temb = self.time2.forward(&silu(&self.time1.forward(&temb)?)?)?;
         match (&self.class_emb, labels) {
             (Some(emb), Some(l)) => {
                 if l.dims() != [dims[0]] || l.dtype() != DType::U32 {
@@ -341,7 +342,7 @@ impl UNet {
                 h = u.forward(&h, next.dim(2)?, next.dim(3)?)?;
             }
         }
-        Ok(self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?)
+        Ok(self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)?)
     }
 }
 

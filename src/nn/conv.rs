@@ -2,7 +2,7 @@
 //! [`Conv2d`] / [`ConvTranspose2d`] that every model family of the crate uses.
 //!
 //! On the CPU (f32, f64, f16, bf16, `groups == 1`) a convolution is lowered to
-//! [`im2col`](super::im2col) + one gemm, a transposed convolution to one gemm + `col2im`, and
+//! `im2col` + one gemm, a transposed convolution to one gemm + `col2im`, and
 //! their gradients to gemms and the adjoint fold, the lowering of Caffe and PyTorch's CPU backend
 //! (Chellapilla et al. 2006). candle 0.11's own CPU backward of `conv2d` calls a direct-loop
 //! `conv_transpose2d` (no gemm), which dominated a training step of every model family here; see

@@ -4,6 +4,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use super::group_norm::group_norm;
 use crate::{Error, Result};
 
 /// PyTorch's default `eps` of `InstanceNorm2d`.
@@ -21,7 +22,8 @@ pub const INSTANCE_NORM_EPS: f64 = 1e-5;
 /// to 1) and shift `bias` (0) follow; PyTorch's `InstanceNorm2d` and the CycleGAN reference code
 /// use `affine = False`, which has no parameters.
 ///
-/// Written with differentiable tensor ops (candle's fused norms drop their gradients).
+/// Computed by [`group_norm`] with one group per channel (the fused CPU kernel, differentiable to
+/// second order).
 #[derive(Debug, Clone)]
 pub struct InstanceNorm2d {
     channels: usize,
@@ -85,17 +87,12 @@ impl InstanceNorm2d {
                 ),
             ));
         }
-        let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
-        let flat = x.reshape((b, c, h * w))?;
-        let mean = flat.mean_keepdim(2)?;
-        let centred = flat.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(2)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((b, c, h, w))?;
+        let c = dims[1];
         match &self.affine {
-            None => Ok(normed),
-            Some((weight, bias)) => {
-                let shape = (1, c, 1, 1);
-                Ok(normed.broadcast_mul(&weight.reshape(shape)?)?.broadcast_add(&bias.reshape(shape)?)?)
+            Some((weight, bias)) => group_norm(x, c, weight, bias, self.eps),
+            None => {
+                let ones = Tensor::ones(c, x.dtype(), x.device())?;
+                group_norm(x, c, &ones, &ones.zeros_like()?, self.eps)
             }
         }
     }

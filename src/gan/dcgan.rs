@@ -1,11 +1,12 @@
 //! DCGAN generator and discriminator (Radford, Metz & Chintala 2016), built from a [`Config`].
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{BatchNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::Config;
 use super::layers::{batch_norm, check_dtype, maybe_norm, Conv, ConvTranspose, Dense, Params};
 use super::traits::{Discriminator, Generator};
+use crate::nn::BatchNorm;
 use crate::rng::Rng;
 use crate::{Error, Result};
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use candle_core::{Module, Shape, Tensor, Var};
-use candle_nn::{BatchNorm, BatchNormConfig, Conv2dConfig, ConvTranspose2dConfig, Init, ModuleT, VarBuilder};
+use candle_nn::{BatchNormConfig, Conv2dConfig, ConvTranspose2dConfig, Init, ModuleT, VarBuilder};
 
 use crate::nn::init::{dcgan_init, init_vars, InitKind};
 use crate::nn::spectral_norm::{SpectralNorm, SpectralNormConfig};
@@ -171,8 +171,8 @@ impl ConvTranspose {
 
 /// Batch normalisation over the channels of `(B, C, H, W)` (PyTorch's defaults: eps 1e-5,
 /// momentum 0.1); the running statistics are `VarMap` variables that are not trained.
-pub(crate) fn batch_norm(p: &mut Params, prefix: &str, channels: usize) -> Result<BatchNorm> {
-    let bn = candle_nn::batch_norm(channels, BatchNormConfig::default(), p.builder().pp(prefix))?;
+pub(crate) fn batch_norm(p: &mut Params, prefix: &str, channels: usize) -> Result<crate::nn::BatchNorm> {
+    let bn = crate::nn::batch_norm::batch_norm(channels, BatchNormConfig::default(), p.builder().pp(prefix))?;
     if let Some((w, b)) = bn.weight_and_bias() {
         p.track(&format!("{prefix}.weight"), w, None)?;
         p.track(&format!("{prefix}.bias"), b, None)?;
@@ -181,7 +181,7 @@ pub(crate) fn batch_norm(p: &mut Params, prefix: &str, channels: usize) -> Resul
 }
 
 /// Applies an optional batch norm.
-pub(crate) fn maybe_norm(bn: &Option<BatchNorm>, x: Tensor, train: bool) -> Result<Tensor> {
+pub(crate) fn maybe_norm(bn: &Option<crate::nn::BatchNorm>, x: Tensor, train: bool) -> Result<Tensor> {
     match bn {
         Some(bn) => Ok(bn.forward_t(&x, train)?),
         None => Ok(x),

@@ -1,5 +1,6 @@
 //! Layers candle-nn lacks, for the model families and for users' own architectures.
 //!
+//! - [`batch_norm`]: batch normalisation with a fused CPU training kernel, [`BatchNorm`];
 //! - [`channel_bias`]: the per-channel bias add of convolutions, with a fast CPU backward;
 //! - [`conv`]: convolution and transposed-convolution layers with the crate's faster CPU kernels
 //!   (im2col + gemm, [`Conv2d`], [`ConvTranspose2d`]; other devices use candle's);
@@ -14,6 +15,7 @@
 //! - [`silu`]: the SiLU activation with a one-pass CPU backward;
 //! - [`spectral_norm`]: spectral normalisation of a weight by power iteration (Miyato 2018).
 
+pub mod batch_norm;
 pub mod channel_bias;
 pub mod conv;
 pub mod double_backward;
@@ -23,10 +25,12 @@ pub mod init;
 pub mod instance_norm;
 pub mod latent;
 pub mod masked_conv;
+mod norm_kernel;
 pub mod reflection_pad;
 pub mod silu;
 pub mod spectral_norm;
 
+pub use batch_norm::BatchNorm;
 pub use conv::{Conv2d, ConvTranspose2d};
 pub use group_norm::GroupNorm;
 pub use instance_norm::InstanceNorm2d;

@@ -162,7 +162,7 @@ impl ImageSampler for VaeSampler {
         let labels = random_labels(n, self.trainer.config().num_classes, rng, &self.device)?;
         let x = model.sample_prior(n, labels.as_ref(), DType::F32, &self.device, rng)?;
         let (lo, hi) = model.likelihood().data_range();
-        Ok(x.affine(1.0 / (hi - lo) as f64, -lo as f64 / (hi - lo) as f64)?.clamp(0.0, 1.0)?)
+        Ok(x.affine(1.0 / (hi - lo) as f64, -lo as f64 / (hi - lo) as f64)?.clamp(0.0, 1.0)?.detach())
     }
 }
 

@@ -10,6 +10,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::cpu_slice::contiguous;
 use crate::{Error, Result};
 
 struct ChannelBias;
@@ -25,10 +26,7 @@ fn add<T: WithDType>(x: &[T], b: &[T], plane: usize) -> Vec<T> {
 }
 
 fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    layout
-        .contiguous_offsets()
-        .map(|(start, end)| &data[start..end])
-        .ok_or_else(|| candle_core::Error::Msg("channel bias: inputs must be contiguous".into()))
+    contiguous(data, layout, "channel bias: inputs")
 }
 
 impl CustomOp2 for ChannelBias {

@@ -18,6 +18,7 @@
 pub mod batch_norm;
 pub mod channel_bias;
 pub mod conv;
+mod cpu_slice;
 pub mod double_backward;
 pub mod group_norm;
 mod im2col;

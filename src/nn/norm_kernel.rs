@@ -15,6 +15,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::cpu_slice::contiguous;
 use super::double_backward::thread_keeps_graph;
 
 /// Which planes are normalised together.
@@ -161,13 +162,6 @@ fn backward<T: WithDType>(g: &Norm, x: &[T], w: &[T], dy: &[T]) -> Vec<T> {
     packed
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    layout
-        .contiguous_offsets()
-        .map(|(start, end)| &data[start..end])
-        .ok_or_else(|| candle_core::Error::Msg(format!("normalisation: {what} must be contiguous")))
-}
-
 fn unsupported(name: &str, dtypes: &[candle_core::DType]) -> candle_core::Error {
     candle_core::Error::Msg(format!("{name}: unsupported dtypes {dtypes:?} (f32 and f64 only)"))
 }
@@ -177,13 +171,19 @@ macro_rules! dispatch3 {
     ($name:expr, ($a:expr, $al:expr), ($b:expr, $bl:expr), ($c:expr, $cl:expr), |$x:ident, $y:ident, $z:ident| $f:expr) => {
         match ($a, $b, $c) {
             (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
-                let ($x, $y, $z) =
-                    (contiguous(a, $al, "x")?, contiguous(b, $bl, "weight")?, contiguous(c, $cl, "third input")?);
+                let ($x, $y, $z) = (
+                    contiguous(a, $al, "normalisation: x")?,
+                    contiguous(b, $bl, "normalisation: weight")?,
+                    contiguous(c, $cl, "normalisation: third input")?,
+                );
                 CpuStorage::F32($f)
             }
             (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
-                let ($x, $y, $z) =
-                    (contiguous(a, $al, "x")?, contiguous(b, $bl, "weight")?, contiguous(c, $cl, "third input")?);
+                let ($x, $y, $z) = (
+                    contiguous(a, $al, "normalisation: x")?,
+                    contiguous(b, $bl, "normalisation: weight")?,
+                    contiguous(c, $cl, "normalisation: third input")?,
+                );
                 CpuStorage::F64($f)
             }
             (a, b, c) => return Err(unsupported($name, &[a.dtype(), b.dtype(), c.dtype()])),
@@ -272,8 +272,8 @@ impl CustomOp1 for ChannelMoments {
             m.iter().map(|v| T::from_f64(v.0)).chain(m.iter().map(|v| T::from_f64(v.1))).collect()
         }
         let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(run(&g, contiguous(x, l, "x")?)),
-            CpuStorage::F64(x) => CpuStorage::F64(run(&g, contiguous(x, l, "x")?)),
+            CpuStorage::F32(x) => CpuStorage::F32(run(&g, contiguous(x, l, "channel moments: x")?)),
+            CpuStorage::F64(x) => CpuStorage::F64(run(&g, contiguous(x, l, "channel moments: x")?)),
             other => return Err(unsupported("channel moments", &[other.dtype()])),
         };
         Ok((out, Shape::from((2, g.channels))))

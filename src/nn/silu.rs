@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape
 use rayon::prelude::*;
 
 use super::conv::fast_cpu_kernels;
+use super::cpu_slice::contiguous;
 use super::double_backward::thread_keeps_graph;
 use crate::Result;
 
@@ -46,13 +47,6 @@ fn backward<T: WithDType>(x: &[T], dy: &[T]) -> Vec<T> {
     out
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    layout
-        .contiguous_offsets()
-        .map(|(start, end)| &data[start..end])
-        .ok_or_else(|| candle_core::Error::Msg("silu: inputs must be contiguous".into()))
-}
-
 struct Silu;
 struct SiluGrad;
 
@@ -63,8 +57,8 @@ impl CustomOp1 for Silu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(forward(contiguous(x, l)?)),
-            CpuStorage::F64(x) => CpuStorage::F64(forward(contiguous(x, l)?)),
+            CpuStorage::F32(x) => CpuStorage::F32(forward(contiguous(x, l, "silu: x")?)),
+            CpuStorage::F64(x) => CpuStorage::F64(forward(contiguous(x, l, "silu: x")?)),
             other => return Err(candle_core::Error::Msg(format!("silu: unsupported dtype {:?}", other.dtype()))),
         };
         Ok((out, l.shape().clone()))
@@ -95,10 +89,10 @@ impl CustomOp2 for SiluGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let out = match (x, dy) {
             (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(backward(contiguous(x, xl)?, contiguous(dy, dyl)?))
+                CpuStorage::F32(backward(contiguous(x, xl, "silu: x")?, contiguous(dy, dyl, "silu: dy")?))
             }
             (CpuStorage::F64(x), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(backward(contiguous(x, xl)?, contiguous(dy, dyl)?))
+                CpuStorage::F64(backward(contiguous(x, xl, "silu: x")?, contiguous(dy, dyl, "silu: dy")?))
             }
             (a, b) => {
                 return Err(candle_core::Error::Msg(format!(

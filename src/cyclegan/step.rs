@@ -7,6 +7,10 @@
 //! code's order. Each checks every term for NaN/infinity before updating anything and returns
 //! the terms as plain numbers.
 //!
+//! **Half precision.** The optimizers implement [`LossScaling`]: for networks in `f16`/`bf16`,
+//! pass [`MixedPrecision`](crate::optim::MixedPrecision) optimizers, and each step scales its loss,
+//! keeps `f32` master weights and skips a step whose scaled gradients overflow.
+//!
 //! **Which weights move.** The generator step keeps only the gradients of the variables the
 //! generated images depend on (the generators'), so the discriminators do not change even if
 //! `opt_g` (wrongly) holds them; the discriminator step sees detached images, so its gradients
@@ -25,7 +29,7 @@ use crate::error::check_finite;
 use crate::io::Checkpoint;
 use crate::losses::cycle::l1_loss;
 use crate::losses::Reduction;
-use crate::optim::retain_var_grads;
+use crate::optim::{retain_var_grads, scaled_backward, LossScaling};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -198,7 +202,7 @@ pub fn generator_step<G, D, O>(
 where
     G: Translator,
     D: Discriminator,
-    O: Optimizer,
+    O: Optimizer + LossScaling,
 {
     cfg.validate()?;
     check_batch(&batch)?;
@@ -243,7 +247,7 @@ where
     }
     stats.loss = check_finite("generator loss", Some(step), scalar(&total)?)?;
 
-    let mut grads = total.backward()?;
+    let mut grads = scaled_backward(&total, opt_g.loss_scale())?;
     let generator_vars: HashSet<TensorId> =
         generator_outputs.iter().flat_map(|t| t.sorted_nodes()).filter(|n| n.is_variable()).map(|n| n.id()).collect();
     retain_var_grads(&total, &mut grads, |v| generator_vars.contains(&v.id()));
@@ -270,7 +274,7 @@ pub fn discriminator_step<G, D, O>(
 where
     G: Translator,
     D: Discriminator,
-    O: Optimizer,
+    O: Optimizer + LossScaling,
 {
     cfg.validate()?;
     check_batch(&batch)?;
@@ -292,7 +296,7 @@ where
     (stats.loss_b, stats.real_b_output, stats.fake_b_output) = (lb, rb, fb);
     let total = (loss_a + loss_b)?;
     stats.loss = check_finite("discriminator loss", Some(step), scalar(&total)?)?;
-    let mut grads = total.backward()?;
+    let mut grads = scaled_backward(&total, opt_d.loss_scale())?;
     retain_var_grads(&total, &mut grads, |_| true);
     opt_d.step(&grads)?;
     Ok(stats)
@@ -313,8 +317,8 @@ pub fn train_step<G, D, Og, Od>(
 where
     G: Translator,
     D: Discriminator,
-    Og: Optimizer,
-    Od: Optimizer,
+    Og: Optimizer + LossScaling,
+    Od: Optimizer + LossScaling,
 {
     let (generator, translations) = generator_step(models, opt_g, cfg, batch, step)?;
     let discriminator = discriminator_step(models, opt_d, cfg, batch, &translations, pools, step)?;

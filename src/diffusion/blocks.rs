@@ -157,7 +157,7 @@ impl Upsample {
 
     /// `(B, C, h, w) -> (B, C, height, width)`.
     pub fn forward(&self, x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
-        Ok(self.0.forward(&x.upsample_nearest2d(height, width)?)?)
+        Ok(self.0.forward(&crate::nn::upsample::upsample_nearest(x, height, width)?)?)
     }
 }
 

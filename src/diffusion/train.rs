@@ -3,7 +3,7 @@
 //! (Adam, EMA of the weights, label dropout for classifier-free guidance).
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Optimizer, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::guidance::drop_labels;
@@ -14,7 +14,7 @@ use crate::data::ImageDataset;
 use crate::error::check_finite;
 use crate::io::Checkpoint;
 use crate::losses::diffusion::{diffusion_loss, LossWeighting, Prediction};
-use crate::optim::{Adam, AdamConfig, Ema, EmaConfig, NamedVars};
+use crate::optim::{Adam, AdamConfig, Ema, EmaConfig, MixedPrecision, NamedVars};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -129,9 +129,8 @@ pub struct Trainer {
     schedule: NoiseSchedule,
     train: TrainConfig,
     varmap: VarMap,
-    vars: NamedVars,
     model: UNet,
-    opt: Adam,
+    opt: MixedPrecision<Adam>,
     ema: Ema,
     batcher: Batcher,
     train_len: usize,
@@ -158,7 +157,8 @@ impl Trainer {
         let model = UNet::new(&unet, VarBuilder::from_varmap(&varmap, dtype, device))?;
         let vars = NamedVars::from_varmap(&varmap);
         init_unet(&vars, &mut Rng::with_stream(train.seed, 0))?;
-        let opt = Adam::new_named(vars.clone(), AdamConfig::with_lr(train.lr))?;
+        let opt =
+            MixedPrecision::auto(vars.clone(), |masters| Adam::new_named(masters, AdamConfig::with_lr(train.lr)))?;
         let ema = Ema::new(vars.clone(), train.ema.clone())?;
         let batcher = Batcher::new(train_len, train.batch_size, train.seed)?.drop_last(true);
         Ok(Self {
@@ -167,7 +167,6 @@ impl Trainer {
             schedule,
             train,
             varmap,
-            vars,
             model,
             opt,
             ema,
@@ -198,14 +197,8 @@ impl Trainer {
         let pred = self.model.forward(&batch.x_t, &batch.t, labels.as_ref(), Some(&mut self.rng))?;
         let loss_t = batch.loss(&pred)?;
         let loss = check_finite("diffusion loss", Some(step), loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?)?;
-        let mut grads = loss_t.backward()?;
-        // Detach the variables' gradients from the step's graph (see the VAE trainer).
-        for var in self.vars.vars() {
-            if let Some(g) = grads.remove(&var) {
-                grads.insert(&var, g.detach());
-            }
-        }
-        self.opt.step(&grads)?;
+        // Scaled for f16; a step with non-finite scaled gradients is skipped (see `MixedPrecision`).
+        self.opt.backward_step_report(&loss_t)?;
         let ema_decay = self.ema.update()?;
         self.step += 1;
         Ok(StepStats { step, loss, ema_decay })
@@ -217,6 +210,12 @@ impl Trainer {
         let out = f(&self.model);
         self.ema.swap()?;
         out
+    }
+
+    /// The optimizer: Adam on `f32` master weights when the model is `f16`/`bf16`, with dynamic
+    /// loss scaling for `f16` (its scale, skipped steps and last step's report).
+    pub fn optimizer(&self) -> &MixedPrecision<Adam> {
+        &self.opt
     }
 
     /// The whole state: configs, weights, Adam, EMA, random stream, step.

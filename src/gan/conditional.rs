@@ -197,6 +197,6 @@ pub(crate) fn classification_loss(class_logits: &Tensor, labels: &Tensor) -> Res
     };
     let (b, k) = class_logits.dims2()?;
     let (_, labels) = check_labels("classification_loss", labels, b, k)?;
-    let loss = candle_nn::loss::cross_entropy(&class_logits.to_dtype(dtype)?, &labels)?;
-    Ok(loss.to_dtype(class_logits.dtype())?)
+    // Kept in f32 for half-precision logits, as the adversarial terms it is added to.
+    Ok(candle_nn::loss::cross_entropy(&class_logits.to_dtype(dtype)?, &labels)?)
 }

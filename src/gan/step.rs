@@ -13,6 +13,12 @@
 //! both networks. Build one optimizer per network anyway (`NamedVars::with_prefix`), so that
 //! each keeps its own moments.
 //!
+//! **Half precision.** The optimizers implement [`LossScaling`] (the crate's and candle-nn's do,
+//! with scale 1): for a network in `f16`/`bf16`, pass a [`MixedPrecision`](crate::optim::MixedPrecision)
+//! optimizer and the step scales its loss, keeps `f32` master weights and skips a step whose scaled
+//! gradients overflow. Weight clipping (`Penalty::WeightClipping`) clips the network's own copy; with
+//! `f32` masters the next update overwrites it, so use WGAN-GP in half precision.
+//!
 //! **Buffers.** Both steps run both networks in training mode, as PyTorch code does: a
 //! batch-norm layer of the discriminator updates its running statistics during the generator
 //! step too (and the generator's during the discriminator step), and spectral norm advances its
@@ -44,7 +50,7 @@ use super::traits::{Discriminator, Generator};
 use crate::error::check_finite;
 use crate::losses::adversarial::GanLoss;
 use crate::losses::penalty::{clip_weights, gradient_penalty_wgan, r1_penalty};
-use crate::optim::retain_var_grads;
+use crate::optim::{retain_var_grads, scaled_backward, LossScaling};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -204,7 +210,7 @@ pub fn discriminator_step<G, D, O>(
 where
     G: Generator + ?Sized,
     D: Discriminator + ?Sized,
-    O: Optimizer,
+    O: Optimizer + LossScaling,
 {
     cfg.validate()?;
     let images = real.images;
@@ -262,7 +268,7 @@ where
     stats.real_accuracy = r.iter().filter(|&&v| v > threshold).count() as f64 / r.len() as f64;
     stats.fake_accuracy = f.iter().filter(|&&v| v < threshold).count() as f64 / f.len() as f64;
 
-    let mut grads = total.backward()?;
+    let mut grads = scaled_backward(&total, opt_d.loss_scale())?;
     retain_var_grads(&total, &mut grads, |_| true);
     opt_d.step(&grads)?;
     if let Some(Penalty::WeightClipping { c }) = cfg.penalty {
@@ -305,7 +311,7 @@ pub fn generator_step<G, D, O>(
 where
     G: Generator + ?Sized,
     D: Discriminator + ?Sized,
-    O: Optimizer,
+    O: Optimizer + LossScaling,
 {
     cfg.validate()?;
     if batch_size == 0 {
@@ -328,7 +334,7 @@ where
     }
     stats.loss = check_finite("generator loss", Some(step), scalar(&total)?)?;
 
-    let mut grads = total.backward()?;
+    let mut grads = scaled_backward(&total, opt_g.loss_scale())?;
     let generator_vars: HashSet<_> =
         fake.sorted_nodes().into_iter().filter(|n| n.is_variable()).map(|n| n.id()).collect();
     retain_var_grads(&total, &mut grads, |v| generator_vars.contains(&v.id()));

@@ -271,6 +271,8 @@ impl GanLoss {
         fake_logits: &Tensor,
         real_label: Option<f64>,
     ) -> Result<(Tensor, Tensor)> {
+        let (real_logits, fake_logits) =
+            (&crate::losses::full_precision(real_logits)?, &crate::losses::full_precision(fake_logits)?);
         check_real_fake(ctx, real_logits, fake_logits)?;
         match *self {
             GanLoss::Minimax | GanLoss::NonSaturating => {
@@ -308,6 +310,7 @@ impl GanLoss {
     /// `fake_logits` `(B, ...)` (not detached), a scalar to minimise; see the table in
     /// [`GanLoss`]. Empty or non-floating-point logits are `Error::Shape`.
     pub fn generator_loss(&self, fake_logits: &Tensor) -> Result<Tensor> {
+        let fake_logits = &crate::losses::full_precision(fake_logits)?;
         check_logits("GanLoss::generator_loss", "fake_logits", fake_logits)?;
         Ok(match *self {
             GanLoss::Minimax => softplus(fake_logits)?.mean_all()?.neg()?,

@@ -43,6 +43,7 @@ const LEVELS: usize = 256;
 /// # Ok::<(), candle_generative::Error>(())
 /// ```
 pub fn pixel_cross_entropy(logits: &Tensor, targets: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    let logits = &crate::losses::full_precision(logits)?;
     const CTX: &str = "pixel_cross_entropy";
     let (b, c, h, w) = match targets.dims() {
         &[b, c, h, w] => (b, c, h, w),
@@ -134,6 +135,7 @@ fn params_per_component(channels: usize) -> std::result::Result<usize, String> {
 /// gives nats per image, for [`nats_to_bits_per_dim`] with `dims = C·H·W`. Other channel counts or a `P`
 /// that is not a positive multiple are `Error::Shape`.
 pub fn discretized_logistic_mixture_nll(params: &Tensor, x: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    let (params, x) = (&crate::losses::full_precision(params)?, &crate::losses::full_precision(x)?);
     const CTX: &str = "discretized_logistic_mixture_nll";
     let (b, c, h, w) = match x.dims() {
         &[b, c, h, w] => (b, c, h, w),

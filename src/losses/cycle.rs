@@ -22,6 +22,7 @@ pub const DEFAULT_LAMBDA_IDENTITY: f64 = 0.5 * DEFAULT_LAMBDA_CYCLE;
 /// `a` and `b`: same shape and dtype, any floating-point dtype; otherwise `Error::Shape`. The
 /// gradient with respect to `a` is `sign(a - b)` (candle takes `+1` at `a = b`).
 pub fn l1_loss(a: &Tensor, b: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    let (a, b) = (&crate::losses::full_precision(a)?, &crate::losses::full_precision(b)?);
     check_pair("l1_loss", a, b)?;
     reduction.apply(&(a - b)?.abs()?)
 }

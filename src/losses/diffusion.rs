@@ -149,8 +149,12 @@ pub fn target(prediction: Prediction, x0: &Tensor, noise: &Tensor, alphabar_t: &
 /// - `weights`: `(B,)`, e.g. from [`LossWeighting::weights`]; converted to `pred`'s dtype.
 ///   Usually constants (no gradient flows through the schedule).
 ///
-/// Returns a scalar in `pred`'s dtype. Mismatched shapes or dtypes are `Error::Shape`.
+/// Returns a scalar in `pred`'s dtype (`f32` for `f16`/`bf16`, see [`super::full_precision`]).
+/// Mismatched shapes or dtypes are `Error::Shape`.
 pub fn diffusion_loss(pred: &Tensor, target: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    let (pred, target) = (&crate::losses::full_precision(pred)?, &crate::losses::full_precision(target)?);
+    let weights = weights.map(crate::losses::full_precision).transpose()?;
+    let weights = weights.as_ref();
     const CTX: &str = "diffusion_loss";
     let batch = check_batch_pair(CTX, pred, target)?;
     let per_sample = (pred - target)?.sqr()?.reshape((batch, ()))?.mean(1)?;

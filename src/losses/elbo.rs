@@ -46,6 +46,12 @@ use crate::{Error, Result};
 /// Returns the per-element KL in `mu_q`'s shape (no reduction; use [`sum_per_sample`] for `(B,)`).
 /// Mismatched shapes or dtypes are `Error::Shape`. Differentiable in all four arguments.
 pub fn gaussian_kl(mu_q: &Tensor, logvar_q: &Tensor, mu_p: &Tensor, logvar_p: &Tensor) -> Result<Tensor> {
+    let (mu_q, logvar_q, mu_p, logvar_p) = (
+        &crate::losses::full_precision(mu_q)?,
+        &crate::losses::full_precision(logvar_q)?,
+        &crate::losses::full_precision(mu_p)?,
+        &crate::losses::full_precision(logvar_p)?,
+    );
     const CTX: &str = "gaussian_kl";
     check_pair(CTX, ("mu_q", mu_q), ("logvar_q", logvar_q))?;
     let mu_p = broadcast_to(CTX, "mu_p", mu_p, mu_q)?;
@@ -74,6 +80,7 @@ pub fn gaussian_kl(mu_q: &Tensor, logvar_q: &Tensor, mu_p: &Tensor, logvar_p: &T
 /// # Ok::<(), candle_generative::Error>(())
 /// ```
 pub fn gaussian_kl_standard(mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
+    let (mu, logvar) = (&crate::losses::full_precision(mu)?, &crate::losses::full_precision(logvar)?);
     check_pair("gaussian_kl_standard", ("mu", mu), ("logvar", logvar))?;
     Ok(((logvar.exp()? + mu.sqr()?)? - logvar)?.affine(0.5, -0.5)?)
 }
@@ -107,6 +114,7 @@ pub fn reparameterize(mu: &Tensor, logvar: &Tensor, rng: &mut Rng) -> Result<Ten
 ///   values give the usual "BCE" reconstruction loss, which is not a normalised likelihood (see the
 ///   module docs on bits per dimension).
 pub fn bernoulli_log_likelihood(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (logits, x) = (&crate::losses::full_precision(logits)?, &crate::losses::full_precision(x)?);
     const CTX: &str = "bernoulli_log_likelihood";
     check_pair(CTX, ("logits", logits), ("x", x))?;
     check_batched(CTX, logits)?;
@@ -134,6 +142,7 @@ pub enum LogScale<'a> {
 /// This is a density of continuous `x`; see the module docs for converting it to bits per dimension of
 /// 8-bit data.
 pub fn gaussian_log_likelihood(mean: &Tensor, x: &Tensor, log_scale: LogScale<'_>) -> Result<Tensor> {
+    let (mean, x) = (&crate::losses::full_precision(mean)?, &crate::losses::full_precision(x)?);
     const CTX: &str = "gaussian_log_likelihood";
     check_pair(CTX, ("mean", mean), ("x", x))?;
     check_batched(CTX, mean)?;
@@ -171,6 +180,11 @@ pub fn gaussian_log_likelihood(mean: &Tensor, x: &Tensor, log_scale: LogScale<'_
 ///
 /// The result is a discrete log-probability: `-result / (D ln 2)` is bits per dimension as is.
 pub fn discretized_logistic_log_likelihood(mean: &Tensor, log_scale: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (mean, log_scale, x) = (
+        &crate::losses::full_precision(mean)?,
+        &crate::losses::full_precision(log_scale)?,
+        &crate::losses::full_precision(x)?,
+    );
     const CTX: &str = "discretized_logistic_log_likelihood";
     check_pair(CTX, ("mean", mean), ("x", x))?;
     check_batched(CTX, mean)?;

@@ -18,7 +18,7 @@ pub mod elbo;
 mod logistic;
 pub mod penalty;
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -36,6 +36,17 @@ pub enum Reduction {
     SumPerSampleMean,
     /// No reduction: the per-element values, in the input's shape.
     None,
+}
+
+/// `t` in `f32` when it is `f16`/`bf16`, else `t` itself. The losses reduce over many elements,
+/// where a half-precision sum keeps about three significant digits (and `f16`'s range ends at
+/// 65504): like PyTorch's autocast, every loss here is computed and returned in `f32` for
+/// half-precision inputs; the gradient flowing back is cast to the input's dtype.
+pub fn full_precision(t: &Tensor) -> Result<Tensor> {
+    Ok(match t.dtype() {
+        DType::F16 | DType::BF16 => t.to_dtype(DType::F32)?,
+        _ => t.clone(),
+    })
 }
 
 impl Reduction {

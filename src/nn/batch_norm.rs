@@ -6,9 +6,10 @@
 //! composes the statistics from tensor ops whose backward passes copy and reduce again; the fused
 //! kernel (see `norm_kernel.rs`) reads the `(N, C, H, W)` layout in place, two parallel passes
 //! forward and two backward, and stays differentiable to second order (R1 and gradient penalties
-//! through a batch-normed discriminator). Evaluation mode, inputs of rank 2, f16/bf16, other
-//! devices, `remove_mean = false` and the reference switch [`super::conv::set_fast_cpu_kernels`]
-//! use candle-nn's code.
+//! through a batch-normed discriminator). Evaluation mode, inputs of rank 2, other devices,
+//! `remove_mean = false` and the reference switch [`super::conv::set_fast_cpu_kernels`] use
+//! candle-nn's code, except training in f16/bf16, which candle-nn's layer refuses (it adds its
+//! f32 statistics to half-precision running statistics): that runs in f32 here and casts back.
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder};
@@ -67,6 +68,51 @@ impl BatchNorm {
             && fast_cpu_kernels()
     }
 
+    /// Training mode for `f16`/`bf16` inputs, where candle-nn's layer fails (it computes the
+    /// statistics in `f32` and adds them to half-precision running statistics): statistics and
+    /// normalisation in `f32` (the fused kernel on the CPU, tensor ops elsewhere), the running
+    /// statistics updated in their own dtype, the output cast back.
+    fn forward_train_half(&self, x: &Tensor) -> Result<Tensor> {
+        let x32 = x.to_dtype(DType::F32)?;
+        let y = if self.fused(&x32) { self.forward_train_fused(&x32)? } else { self.forward_train_ops(&x32)? };
+        Ok(y.to_dtype(x.dtype())?)
+    }
+
+    /// Training mode from tensor ops, for devices without the fused kernel (`x` in `f32`).
+    fn forward_train_ops(&self, x: &Tensor) -> Result<Tensor> {
+        let channels = self.running_mean.dim(0)?;
+        if x.rank() < 2 || x.dim(1)? != channels {
+            return Err(Error::shape(
+                "BatchNorm",
+                format!("expected {channels} channels (axis 1), got {:?}", x.dims()),
+            ));
+        }
+        let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+        let count = x.elem_count() / channels;
+        let mean = x.mean_keepdim(axes.clone())?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(axes)?;
+        let mut y = centered.broadcast_div(&(&var + self.inner.eps())?.sqrt()?)?;
+        let unbiased = (var.flatten_all()? * (count as f64 / (count as f64 - 1.0).max(1.0)))?;
+        self.update_running(&mean.flatten_all()?, &unbiased)?;
+        if let Some((w, b)) = self.inner.weight_and_bias() {
+            let mut shape = vec![1; x.rank()];
+            shape[1] = channels;
+            let (w, b) = (w.to_dtype(DType::F32)?.reshape(shape.clone())?, b.to_dtype(DType::F32)?.reshape(shape)?);
+            y = y.broadcast_mul(&w)?.broadcast_add(&b)?;
+        }
+        Ok(y)
+    }
+
+    /// `running = (1 - momentum) running + momentum batch`, in the running statistics' dtype.
+    fn update_running(&self, mean: &Tensor, unbiased_var: &Tensor) -> Result<()> {
+        let m = self.inner.momentum();
+        let (mean, var) = (mean.to_dtype(self.running_mean.dtype())?, unbiased_var.to_dtype(self.running_var.dtype())?);
+        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * m)?)?)?;
+        Ok(())
+    }
+
     fn forward_train_fused(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         let channels = self.running_mean.dim(0)?;
@@ -90,12 +136,10 @@ impl BatchNorm {
         let x = x.contiguous()?;
         let moments = x.detach().apply_op1_no_bwd(&ChannelMoments(norm))?;
         let (mean, var) = (moments.get(0)?, moments.get(1)?);
-        let m = self.inner.momentum();
         let unbiased = (var * (count as f64 / (count as f64 - 1.0)))?;
-        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        self.update_running(&mean, &unbiased)?;
         let (w, b) = match self.inner.weight_and_bias() {
-            Some((w, b)) => (w.contiguous()?, b.contiguous()?),
+            Some((w, b)) => (w.to_dtype(x.dtype())?.contiguous()?, b.to_dtype(x.dtype())?.contiguous()?),
             None => {
                 let ones = Tensor::ones(channels, x.dtype(), x.device())?;
                 let zeros = ones.zeros_like()?;
@@ -110,6 +154,8 @@ impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if train && self.fused(x) {
             self.forward_train_fused(x).map_err(candle_core::Error::wrap)
+        } else if train && self.remove_mean && matches!(x.dtype(), DType::F16 | DType::BF16) {
+            self.forward_train_half(x).map_err(candle_core::Error::wrap)
         } else {
             self.inner.forward_t(x, train)
         }

@@ -44,7 +44,8 @@ fn check(x: &Tensor, groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) ->
 /// normalised together with their mean and biased variance, then scaled and shifted per channel:
 /// `y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c]` (Wu & He 2018; `groups = C` is
 /// instance normalisation, `groups = 1` layer normalisation over `(C, ...)`). `weight` and `bias`
-/// are `(C,)` with `x`'s dtype and device. Output: `x`'s shape and dtype.
+/// are `(C,)` with `x`'s dtype and device. Output: `x`'s shape and dtype (`f16`/`bf16` are normalised in
+/// `f32` and cast back).
 ///
 /// Errors: `Error::Shape` for a rank below 3 or mismatched parameters, `Error::Config` when
 /// `groups` does not divide `C` or `eps` is not finite and positive.
@@ -62,6 +63,12 @@ fn check(x: &Tensor, groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) ->
 /// ```
 pub fn group_norm(x: &Tensor, groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let geometry = check(x, groups, weight, bias, eps)?;
+    if matches!(x.dtype(), DType::F16 | DType::BF16) {
+        // Statistics over a whole group need more digits than half precision keeps (as in
+        // PyTorch's autocast): normalise in f32, return in the input's dtype.
+        let up = |t: &Tensor| t.to_dtype(DType::F32);
+        return Ok(group_norm(&up(x)?, groups, &up(weight)?, &up(bias)?, eps)?.to_dtype(x.dtype())?);
+    }
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64) && fast_cpu_kernels();
     if fused {
         return Ok(x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, NormOp(geometry))?);

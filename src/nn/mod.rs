@@ -13,7 +13,8 @@
 //! - [`masked_conv`]: PixelCNN's masked convolutions, types A and B with colour-ordered masks;
 //! - [`reflection_pad`]: reflection padding, [`reflection_pad2d`] / [`ReflectionPad2d`];
 //! - [`silu`]: the SiLU activation with a one-pass CPU backward;
-//! - [`spectral_norm`]: spectral normalisation of a weight by power iteration (Miyato 2018).
+//! - [`spectral_norm`]: spectral normalisation of a weight by power iteration (Miyato 2018);
+//! - [`upsample`]: nearest-neighbour upsampling whose backward runs in every dtype.
 
 pub mod batch_norm;
 pub mod channel_bias;
@@ -30,6 +31,7 @@ mod norm_kernel;
 pub mod reflection_pad;
 pub mod silu;
 pub mod spectral_norm;
+pub mod upsample;
 
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv2d, ConvTranspose2d};

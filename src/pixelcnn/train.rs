@@ -2,7 +2,7 @@
 //! owns the model, the Adam state and the batch order, so a checkpoint resumes bit for bit.
 
 use candle_core::{DType, Device};
-use candle_nn::{Optimizer, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::config::Config;
@@ -12,7 +12,7 @@ use crate::data::batcher::Batcher;
 use crate::data::ImageDataset;
 use crate::error::check_finite;
 use crate::io::Checkpoint;
-use crate::optim::{Adam, AdamConfig, NamedVars};
+use crate::optim::{Adam, AdamConfig, MixedPrecision, NamedVars};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -70,9 +70,8 @@ pub struct Trainer {
     config: Config,
     train: TrainConfig,
     varmap: VarMap,
-    vars: NamedVars,
     model: PixelCnn,
-    opt: Adam,
+    opt: MixedPrecision<Adam>,
     batcher: Batcher,
     train_len: usize,
     step: u64,
@@ -87,9 +86,10 @@ impl Trainer {
         let model = PixelCnn::new(&config, VarBuilder::from_varmap(&varmap, dtype, device))?;
         init_pixelcnn(&model, &varmap, &mut Rng::with_stream(train.seed, 0))?;
         let vars = NamedVars::from_varmap(&varmap);
-        let opt = Adam::new_named(vars.clone(), AdamConfig::with_lr(train.lr))?;
+        let opt =
+            MixedPrecision::auto(vars.clone(), |masters| Adam::new_named(masters, AdamConfig::with_lr(train.lr)))?;
         let batcher = Batcher::new(train_len, train.batch_size, train.seed)?.drop_last(true);
-        Ok(Self { config, train, varmap, vars, model, opt, batcher, train_len, step: 0 })
+        Ok(Self { config, train, varmap, model, opt, batcher, train_len, step: 0 })
     }
 
     /// Continues from `ck`: weights, Adam state and step. Refuses (`Error::Checkpoint`, naming the
@@ -117,6 +117,12 @@ impl Trainer {
         Ok(())
     }
 
+    /// The optimizer: Adam on `f32` master weights when the model is `f16`/`bf16`, with dynamic
+    /// loss scaling for `f16` (its scale, skipped steps and last step's report).
+    pub fn optimizer(&self) -> &MixedPrecision<Adam> {
+        &self.opt
+    }
+
     /// The whole state at the current step: configs, weights, Adam state.
     pub fn checkpoint(&self) -> Result<Checkpoint> {
         let mut ck = Checkpoint::new(self.step);
@@ -141,15 +147,8 @@ impl Trainer {
         let labels = if self.config.num_classes > 0 { Some(data.labels_tensor(&indices, &device)?) } else { None };
         let loss = self.model.nll(&images, labels.as_ref())?.mean_all()?;
         let nll = check_finite("PixelCNN NLL", Some(step), loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)?;
-        let mut grads = loss.backward()?;
-        // candle 0.11 keeps a variable's gradient attached to the forward graph; Adam's moments would keep
-        // every step's graph alive without this detach.
-        for var in self.vars.vars() {
-            if let Some(g) = grads.remove(&var) {
-                grads.insert(&var, g.detach());
-            }
-        }
-        self.opt.step(&grads)?;
+        // Scaled for f16; a step with non-finite scaled gradients is skipped (see `MixedPrecision`).
+        self.opt.backward_step_report(&loss)?;
         self.step += 1;
         let (c, h, w) = data.image_shape();
         Ok(StepStats { step, nll, bits_per_dim: nll / ((c * h * w) as f64 * std::f64::consts::LN_2) })

@@ -3,7 +3,7 @@
 //! model, the Adam state, the batch order and the noise, so a checkpoint resumes bit for bit.
 
 use candle_core::{DType, Device};
-use candle_nn::{Optimizer, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::annealing::KlAnnealing;
@@ -15,7 +15,7 @@ use crate::data::ImageDataset;
 use crate::error::check_finite;
 use crate::io::Checkpoint;
 use crate::losses::elbo::elbo;
-use crate::optim::{Adam, AdamConfig, NamedVars};
+use crate::optim::{Adam, AdamConfig, MixedPrecision, NamedVars};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -92,9 +92,8 @@ pub struct Trainer {
     config: Config,
     train: TrainConfig,
     varmap: VarMap,
-    vars: NamedVars,
     model: ConvVae,
-    opt: Adam,
+    opt: MixedPrecision<Adam>,
     batcher: Batcher,
     train_len: usize,
     data_rng: Rng,
@@ -114,7 +113,8 @@ impl Trainer {
         let model = ConvVae::new(&config, VarBuilder::from_varmap(&varmap, dtype, device))?;
         let vars = NamedVars::from_varmap(&varmap);
         init_conv_vae(&vars, &mut Rng::with_stream(train.seed, 0))?;
-        let opt = Adam::new_named(vars.clone(), AdamConfig::with_lr(train.lr))?;
+        let opt =
+            MixedPrecision::auto(vars.clone(), |masters| Adam::new_named(masters, AdamConfig::with_lr(train.lr)))?;
         let batcher = Batcher::new(train_len, train.batch_size, train.seed)?.drop_last(true);
         Ok(Self {
             data_rng: Rng::with_stream(train.seed, 1),
@@ -122,7 +122,6 @@ impl Trainer {
             config,
             train,
             varmap,
-            vars,
             model,
             opt,
             batcher,
@@ -166,6 +165,12 @@ impl Trainer {
         Ok(())
     }
 
+    /// The optimizer: Adam on `f32` master weights when the model is `f16`/`bf16`, with dynamic
+    /// loss scaling for `f16` (its scale, skipped steps and last step's report).
+    pub fn optimizer(&self) -> &MixedPrecision<Adam> {
+        &self.opt
+    }
+
     /// The whole state at the current step: configs, weights, Adam state, random streams.
     pub fn checkpoint(&self) -> Result<Checkpoint> {
         let mut ck = Checkpoint::new(self.step);
@@ -198,16 +203,8 @@ impl Trainer {
         let loss = check_finite("VAE loss", Some(step), scalar(&parts.total)?)?;
         let reconstruction = scalar(&parts.reconstruction)?;
         let kl = scalar(&parts.kl)?;
-        let mut grads = parts.total.backward()?;
-        // candle 0.11 leaves a variable's gradient attached to the step's forward graph (only inner
-        // nodes' gradients are detached), and Adam's moments are built from it: without this detach
-        // each moment would keep every earlier step's graph alive (about 40 MB per step here).
-        for var in self.vars.vars() {
-            if let Some(g) = grads.remove(&var) {
-                grads.insert(&var, g.detach());
-            }
-        }
-        self.opt.step(&grads)?;
+        // Scaled for f16; a step with non-finite scaled gradients is skipped (see `MixedPrecision`).
+        self.opt.backward_step_report(&parts.total)?;
         self.step += 1;
         Ok(StepStats { step, loss, neg_elbo: kl - reconstruction, reconstruction, kl, beta })
     }

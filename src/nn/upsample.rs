@@ -14,7 +14,7 @@ use crate::{Error, Result};
 /// use candle_core::{Device, Tensor};
 /// let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu)?;
 /// let y = candle_generative::nn::upsample::upsample_nearest(&x, 4, 4)?;
-/// assert_eq!(y.to_vec3::<f32>()?.len(), 1);
+/// assert_eq!(y.dims(), &[1, 1, 4, 4]);
 /// assert_eq!(y.squeeze(0)?.squeeze(0)?.to_vec2::<f32>()?[1], vec![1., 1., 2., 2.]);
 /// # Ok::<(), candle_generative::Error>(())
 /// ```

@@ -35,7 +35,7 @@ use candle_generative::data::unpaired::{invert, UnpairedBatcher, UnpairedDomains
 use candle_generative::data::{self, transforms};
 use candle_generative::io::{save_grid, Checkpoint, CheckpointDir, GridOptions, MetricsLog};
 use candle_generative::losses::adversarial::GanLoss;
-use candle_generative::optim::{Adam, AdamConfig, LrSchedule, NamedVars};
+use candle_generative::optim::{Adam, AdamConfig, LrSchedule, MixedPrecision, NamedVars};
 use candle_generative::rng::Rng;
 use candle_generative::{Error, Result};
 use candle_nn::{VarBuilder, VarMap};
@@ -124,6 +124,9 @@ struct Args {
     /// Device: cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Weights and activations: f32, bf16 or f16 (f32 master weights; f16 scales the loss).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 /// Everything a resumed run must share with the original one.
@@ -138,6 +141,9 @@ struct Settings {
     pool_size: usize,
     seed: u64,
     data: String,
+    /// `--dtype`; checkpoints from before it were `f32`.
+    #[serde(default = "common::f32_name")]
+    dtype: String,
 }
 
 /// The training domains, and held-out domain-A images with their known translation if any.
@@ -148,7 +154,7 @@ struct Task {
     description: String,
 }
 
-fn load_task(args: &Args, device: &Device) -> Result<Task> {
+fn load_task(args: &Args, dtype: DType, device: &Device) -> Result<Task> {
     if let (Some(dir_a), Some(dir_b)) = (&args.domain_a, &args.domain_b) {
         let opts = ImageFolderOptions {
             size: (args.image_size, args.image_size),
@@ -158,7 +164,8 @@ fn load_task(args: &Args, device: &Device) -> Result<Task> {
         let domains = UnpairedDomains::from_folders(dir_a, dir_b, &opts)?;
         // No known answer: the evaluation reports the cycle error on (training) A images.
         let n = args.eval_count.min(domains.a.len());
-        let held_out = transforms::to_signed(&domains.a.images(&(0..n).collect::<Vec<_>>(), device)?)?;
+        let held_out =
+            transforms::to_signed(&domains.a.images(&(0..n).collect::<Vec<_>>(), device)?)?.to_dtype(dtype)?;
         let description = format!("folders {} (A) and {} (B)", dir_a.display(), dir_b.display());
         return Ok(Task { domains, held_out, truth: None, description });
     }
@@ -171,7 +178,7 @@ fn load_task(args: &Args, device: &Device) -> Result<Task> {
         split.test.subset(&split.test.indices_of_classes(&args.classes))?
     };
     let n = args.eval_count.min(test.len());
-    let held_out = transforms::to_signed(&test.images(&(0..n).collect::<Vec<_>>(), device)?)?;
+    let held_out = transforms::to_signed(&test.images(&(0..n).collect::<Vec<_>>(), device)?)?.to_dtype(dtype)?;
     let truth = Some(held_out.neg()?); // 1 - x in [0, 1] is -x in [-1, 1]
     let classes =
         if args.classes.is_empty() { "all classes".to_string() } else { format!("classes {:?}", args.classes) };
@@ -233,7 +240,8 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let device = candle_generative::device::parse_device(&args.device)?;
-    let task = load_task(&args, &device)?;
+    let dtype = candle_generative::device::parse_dtype(&args.dtype)?;
+    let task = load_task(&args, dtype, &device)?;
     println!("data: {} ({} A / {} B training images)", task.description, task.domains.a.len(), task.domains.b.len());
     let (ca, cb) = (task.domains.a.image_shape().0, task.domains.b.image_shape().0);
     let generator = |cin, cout| GeneratorConfig {
@@ -266,10 +274,11 @@ fn run(args: Args) -> Result<()> {
         pool_size: args.pool_size,
         seed: args.seed,
         data: task.description.clone(),
+        dtype: format!("{dtype:?}").to_lowercase(),
     };
 
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let vb = VarBuilder::from_varmap(&varmap, dtype, &device);
     let mut init = Rng::new(args.seed);
     let models = CycleGanModels {
         g_ab: ResnetGenerator::new(&g_ab_cfg, vb.pp("g_ab"), &mut init)?,
@@ -285,8 +294,9 @@ fn run(args: Args) -> Result<()> {
         g_ab_cfg.parameter_count(),
         d_vars.num_params()
     );
-    let mut opt_g = Adam::new_named(g_vars, settings.adam.clone())?;
-    let mut opt_d = Adam::new_named(d_vars, settings.adam.clone())?;
+    // f32 master weights for a half-precision model; loss scaling for f16.
+    let adam = |vars| MixedPrecision::auto(vars, |m| Adam::new_named(m, settings.adam.clone()));
+    let (mut opt_g, mut opt_d) = (adam(g_vars)?, adam(d_vars)?);
     let mut pools = ImagePools::new(args.pool_size, args.seed.wrapping_add(17));
 
     let checkpoints = CheckpointDir::new(args.out.join("checkpoints"), "cyclegan", args.keep_checkpoints)?;
@@ -302,7 +312,11 @@ fn run(args: Args) -> Result<()> {
         start = ck.step();
         println!("resumed from {} at step {start}", path.display());
     }
-    let save = |step: u64, opt_g: &Adam, opt_d: &Adam, pools: &ImagePools| -> Result<PathBuf> {
+    let save = |step: u64,
+                opt_g: &MixedPrecision<Adam>,
+                opt_d: &MixedPrecision<Adam>,
+                pools: &ImagePools|
+     -> Result<PathBuf> {
         let mut ck = Checkpoint::new(step);
         ck.add_varmap("model", &varmap)?;
         ck.add_state("opt_g", opt_g)?;
@@ -345,6 +359,7 @@ fn run(args: Args) -> Result<()> {
         let lr = schedule.apply(&mut opt_g, step);
         schedule.apply(&mut opt_d, step);
         let (a, b) = batcher.batch_at_step(&task.domains, step, &device)?;
+        let (a, b) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
         let s = cyclegan::train_step(
             &models,
             &mut opt_g,
@@ -394,6 +409,9 @@ fn run(args: Args) -> Result<()> {
             secs / (done - start) as f64,
             ck.display()
         );
+    }
+    if let Some(line) = common::loss_scale_report(&[("opt_g", &opt_g), ("opt_d", &opt_d)]) {
+        println!("{line}");
     }
     let e = evaluate(&models, &task)?;
     println!("final (step {done}, {} held-out images): {}", task.held_out.dim(0)?, report(done, &e, &mut log)?);

@@ -20,7 +20,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::DType;
 use candle_generative::data::{self, batcher::Batcher, transforms};
 use candle_generative::gan::{
     self, Conditioning, Config, DiscriminatorStats, GeneratorStats, LabelInput, Penalty, RealBatch, StepConfig,
@@ -28,7 +27,7 @@ use candle_generative::gan::{
 use candle_generative::io::{save_grid, Checkpoint, CheckpointDir, GridOptions, GridWriter};
 use candle_generative::losses::adversarial::GanLoss;
 use candle_generative::nn::latent::Interpolation;
-use candle_generative::optim::{Adam, AdamConfig, NamedVars};
+use candle_generative::optim::{Adam, AdamConfig, MixedPrecision, NamedVars};
 use candle_generative::rng::Rng;
 use candle_generative::{Error, Result};
 use candle_nn::{VarBuilder, VarMap};
@@ -122,6 +121,9 @@ struct Args {
     /// Device: cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Weights and activations: f32, bf16 or f16 (f32 master weights; f16 scales the loss).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 /// Everything besides the architecture that a resumed run must share with the original one.
@@ -133,6 +135,9 @@ struct TrainSettings {
     adam_g: AdamConfig,
     adam_d: AdamConfig,
     data: String,
+    /// `--dtype`; checkpoints from before it were `f32`.
+    #[serde(default = "common::f32_name")]
+    dtype: String,
 }
 
 fn model_config(args: &Args, num_classes: usize) -> Result<Config> {
@@ -184,6 +189,7 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let device = candle_generative::device::parse_device(&args.device)?;
+    let dtype = candle_generative::device::parse_dtype(&args.dtype)?;
     let (split, source) = data::fashion_mnist_or_shapes(args.data_dir.as_deref(), 6_000, 1_000, args.seed)?;
     println!("data: {source}");
     let train = split.train;
@@ -197,11 +203,12 @@ fn run(args: Args) -> Result<()> {
         adam_g: adam(args.lr_g),
         adam_d: adam(args.lr_d),
         data: source.to_string(),
+        dtype: format!("{dtype:?}").to_lowercase(),
     };
 
     // Build everything first; a resumed run then overwrites it from the checkpoint.
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let vb = VarBuilder::from_varmap(&varmap, dtype, &device);
     let mut init_rng = Rng::new(args.seed);
     let (gen, disc): (Box<dyn gan::Generator>, Box<dyn gan::Discriminator>) = if config.conditioning.is_some() {
         let g = gan::ConditionalGenerator::new(&config, vb.pp("gen"), &mut init_rng)?;
@@ -217,8 +224,9 @@ fn run(args: Args) -> Result<()> {
         g_params.num_params(),
         d_params.num_params()
     );
-    let mut opt_g = Adam::new_named(g_params, settings.adam_g.clone())?;
-    let mut opt_d = Adam::new_named(d_params, settings.adam_d.clone())?;
+    // f32 master weights for a half-precision model; loss scaling for f16.
+    let mut opt_g = MixedPrecision::auto(g_params, |m| Adam::new_named(m, settings.adam_g.clone()))?;
+    let mut opt_d = MixedPrecision::auto(d_params, |m| Adam::new_named(m, settings.adam_d.clone()))?;
 
     let batcher = Batcher::new(train.len(), args.batch_size, args.seed)?.drop_last(true);
     let per_epoch = batcher.batches_per_epoch() as u64;
@@ -238,7 +246,7 @@ fn run(args: Args) -> Result<()> {
         start = ck.step();
         println!("resumed from {} at step {start}", path.display());
     }
-    let save = |step: u64, opt_g: &Adam, opt_d: &Adam, rng: &Rng| -> Result<PathBuf> {
+    let save = |step: u64, opt_g: &MixedPrecision<Adam>, opt_d: &MixedPrecision<Adam>, rng: &Rng| -> Result<PathBuf> {
         let mut ck = Checkpoint::new(step);
         ck.add_varmap("model", &varmap)?;
         ck.add_state("opt_g", opt_g)?;
@@ -267,7 +275,7 @@ fn run(args: Args) -> Result<()> {
         if step % args.sample_every == 0 {
             writer.write(step, &gan::sample(&gen, &noise)?)?;
         }
-        let real = transforms::to_signed(&train.images(&indices, &device)?)?;
+        let real = transforms::to_signed(&train.images(&indices, &device)?)?.to_dtype(dtype)?;
         let labels = train.labels_tensor(&indices, &device)?;
         let batch = match config.conditioning {
             Some(_) => RealBatch::with_labels(&real, &labels),
@@ -322,6 +330,9 @@ fn run(args: Args) -> Result<()> {
         );
     }
 
+    if let Some(line) = common::loss_scale_report(&[("opt_g", &opt_g), ("opt_d", &opt_d)]) {
+        println!("{line}");
+    }
     let final_path = save_grid(args.out.join("samples_final.png"), &gan::sample(&gen, &noise)?, &grid)?;
     writer.write(done, &gan::sample(&gen, &noise)?)?;
     let mut walk_rng = Rng::with_stream(args.seed, u64::MAX - 1);

@@ -15,7 +15,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_generative::data;
 use candle_generative::diffusion::{
     DdimSampler, Denoiser, DpmSolverSampler, Guided, Sampler, ScheduleConfig, Spacing, TrainConfig, Trainer,
@@ -98,6 +98,9 @@ struct Args {
     /// Device: cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Weights and activations: f32, bf16 or f16 (f32 master weights; f16 scales the loss).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 /// Samples a grid with the EMA weights; returns (DDIM-50 path, DPM-Solver-20 path, seconds per image each).
@@ -107,6 +110,7 @@ fn write_grids(trainer: &mut Trainer, args: &Args, device: &Device) -> Result<[(
     let nrow = if args.conditional { 10 } else { 8 };
     let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, device)?;
     let schedule = trainer.schedule().clone();
+    let trainer_dtype = trainer.dtype();
     let dir = args.out.join("samples");
     let samplers: [(&str, Box<dyn Sampler>); 2] = [
         ("ddim50", Box::new(DdimSampler { x0: X0Processing::Clip(1.0), ..DdimSampler::new(50, Spacing::Leading) })),
@@ -121,7 +125,7 @@ fn write_grids(trainer: &mut Trainer, args: &Args, device: &Device) -> Result<[(
             let guided = Guided { inner: unet, null_class: unet.null_class(), scale: args.guidance };
             let den: &dyn Denoiser = if args.conditional { &guided } else { unet };
             let cond = if args.conditional { Some(&labels) } else { None };
-            sampler.sample(den, &schedule, &shape, cond, &mut rng, DType::F32, device)
+            sampler.sample(den, &schedule, &shape, cond, &mut rng, trainer_dtype, device)
         };
         let x = if args.raw_weights { draw(trainer.model())? } else { trainer.with_ema(draw)? };
         let secs = t.elapsed().as_secs_f64() / n as f64;
@@ -141,6 +145,7 @@ fn main() -> Result<()> {
     common::tuning::tune_for_training();
     let args = Args::parse();
     let device = candle_generative::device::parse_device(&args.device)?;
+    let dtype = candle_generative::device::parse_dtype(&args.dtype)?;
     let (split, source) = data::fashion_mnist_or_shapes(args.data_dir.as_deref(), 10_000, 1_000, args.seed)?;
     println!("data: {source}");
     let (c, h, w) = split.train.image_shape();
@@ -166,10 +171,10 @@ fn main() -> Result<()> {
         seed: args.seed,
     };
     let schedule = ScheduleConfig::default();
-    let mut trainer = Trainer::new(unet.clone(), &schedule, train.clone(), split.train.len(), DType::F32, &device)?;
+    let mut trainer = Trainer::new(unet.clone(), &schedule, train.clone(), split.train.len(), dtype, &device)?;
     println!("model: {unet:?}");
     println!(
-        "({} parameters); schedule: {schedule:?}; training: {train:?}",
+        "({} parameters, {dtype:?}); schedule: {schedule:?}; training: {train:?}",
         trainer.varmap().all_vars().iter().map(|v| v.elem_count()).sum::<usize>()
     );
 
@@ -241,5 +246,8 @@ fn main() -> Result<()> {
     }
     bar.finish();
     println!("trained to step {} ; {train_secs:.1} s of training steps in this run", trainer.steps_taken());
+    if let Some(line) = common::loss_scale_report(&[("adam", trainer.optimizer())]) {
+        println!("{line}");
+    }
     Ok(())
 }

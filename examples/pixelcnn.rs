@@ -80,6 +80,9 @@ struct Args {
     /// Device: cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Weights and activations: f32, bf16 or f16 (f32 master weights; f16 scales the loss).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 /// Samples `n` images (labels cycling through the classes for a conditional model) and writes a grid.
@@ -119,6 +122,7 @@ fn main() -> Result<()> {
     common::tuning::tune_for_training();
     let args = Args::parse();
     let device = candle_generative::device::parse_device(&args.device)?;
+    let dtype = candle_generative::device::parse_dtype(&args.dtype)?;
     let (split, source) = data::fashion_mnist_or_shapes(args.data_dir.as_deref(), 10_000, 2_000, args.seed)?;
     println!("data: {source}");
     let (c, _, _) = split.train.image_shape();
@@ -133,9 +137,9 @@ fn main() -> Result<()> {
     };
     let train = TrainConfig { lr: args.lr, batch_size: args.batch_size, seed: args.seed };
     println!("model: {config:?} ({} parameters)", config.num_params()?);
-    println!("training: {train:?}");
+    println!("training: {train:?}, {dtype:?}");
 
-    let mut trainer = Trainer::new(config, train, split.train.len(), DType::F32, &device)?;
+    let mut trainer = Trainer::new(config, train, split.train.len(), dtype, &device)?;
     let checkpoints = CheckpointDir::new(args.out.join("checkpoints"), "pixelcnn", 3)?;
     let log_path = args.out.join("log.jsonl");
     let (resumed, mut log) = common::open_run(args.resume, &checkpoints, &log_path)?;
@@ -202,5 +206,8 @@ fn main() -> Result<()> {
         train_secs / ((trainer.steps_taken() - start_step).max(1) as f64),
         started.elapsed().as_secs_f64()
     );
+    if let Some(line) = common::loss_scale_report(&[("adam", trainer.optimizer())]) {
+        println!("{line}");
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! cargo run --release --example vae -- --epochs 5 --resume             # continue the same run
 //! cargo run --release --example vae -- --likelihood logistic --beta 4  # 8-bit data, a β-VAE
 //! cargo run --release --example vae -- --conditional                   # labels into encoder and decoder
+//! cargo run --release --example vae -- --dtype bf16                    # bf16 weights, f32 master copies
 //! ```
 
 #[path = "common/mod.rs"]
@@ -15,7 +16,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::DType;
 use candle_generative::data;
 use candle_generative::io::CheckpointDir;
 use candle_generative::vae::{
@@ -81,6 +81,9 @@ struct Args {
     /// Device: cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Weights and activations: f32, bf16 or f16 (f32 master weights; f16 scales the loss).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 fn print_report(what: &str, r: &EvalReport) {
@@ -101,6 +104,7 @@ fn main() -> Result<()> {
     common::tuning::tune_for_training();
     let args = Args::parse();
     let device = candle_generative::device::parse_device(&args.device)?;
+    let dtype = candle_generative::device::parse_dtype(&args.dtype)?;
     let (split, source) = data::fashion_mnist_or_shapes(args.data_dir.as_deref(), 10_000, 2_000, args.seed)?;
     println!("data: {source}");
     let (c, h, w) = split.train.image_shape();
@@ -120,9 +124,9 @@ fn main() -> Result<()> {
     let train =
         TrainConfig { lr: args.lr, batch_size: args.batch_size, annealing, free_bits: args.free_bits, seed: args.seed };
     println!("model: {config:?} ({} parameters)", config.num_params());
-    println!("training: {train:?}");
+    println!("training: {train:?}, {dtype:?}");
 
-    let mut trainer = Trainer::new(config, train, split.train.len(), DType::F32, &device)?;
+    let mut trainer = Trainer::new(config, train, split.train.len(), dtype, &device)?;
     let checkpoints = CheckpointDir::new(args.out.join("checkpoints"), "vae", 3)?;
     let log_path = args.out.join("log.jsonl");
     let (resumed, mut log) = common::open_run(args.resume, &checkpoints, &log_path)?;
@@ -166,7 +170,7 @@ fn main() -> Result<()> {
                     ("train_seconds", train_secs),
                 ],
             )?;
-            save_grids(trainer.model(), &split.test, args.out.join("samples"), args.seed, DType::F32, &device)?;
+            save_grids(trainer.model(), &split.test, args.out.join("samples"), args.seed, dtype, &device)?;
             checkpoints.save(&trainer.checkpoint()?)?;
         }
     }
@@ -179,7 +183,10 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let grids = save_grids(trainer.model(), &split.test, args.out.join("samples"), args.seed, DType::F32, &device)?;
+    if let Some(line) = common::loss_scale_report(&[("adam", trainer.optimizer())]) {
+        println!("{line}");
+    }
+    let grids = save_grids(trainer.model(), &split.test, args.out.join("samples"), args.seed, dtype, &device)?;
     println!("wrote {}", grids.samples.display());
     println!("wrote {}", grids.reconstructions.display());
     println!("wrote {}", grids.interpolation.display());

@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use candle_generative::io::{Checkpoint, CheckpointDir, MetricsLog};
+use candle_generative::optim::MixedPrecision;
 use candle_generative::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -90,4 +91,24 @@ pub fn check_same<T: PartialEq + Debug>(what: &str, saved: &T, now: &T, path: &P
         ));
     }
     Ok(())
+}
+
+/// The loss scaler's state after a run, for each named optimizer that scales its loss (only
+/// `--dtype f16` does): `opt_g: scale 2048, 3 steps skipped`. `None` when none scales.
+#[allow(dead_code)]
+pub fn loss_scale_report<O>(optimizers: &[(&str, &MixedPrecision<O>)]) -> Option<String> {
+    let parts: Vec<String> = optimizers
+        .iter()
+        .filter_map(|(name, opt)| {
+            let s = opt.scaler()?;
+            Some(format!("{name}: scale {}, {} steps skipped", s.scale(), s.skipped_steps()))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("loss scaling (f16): {}", parts.join("; ")))
+}
+
+/// `"f32"`: the dtype recorded for checkpoints written before `--dtype` existed.
+#[allow(dead_code)]
+pub fn f32_name() -> String {
+    "f32".into()
 }

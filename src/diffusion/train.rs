@@ -273,6 +273,11 @@ impl Trainer {
         self.step
     }
 
+    /// The model's dtype (`F32`, or `BF16`/`F16` with `F32` master weights and EMA).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Full batches per epoch.
     pub fn steps_per_epoch(&self) -> u64 {
         self.batcher.batches_per_epoch() as u64

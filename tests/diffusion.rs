@@ -15,6 +15,8 @@ use candle_generative::rng::Rng;
 use candle_generative::{Error, Result};
 use candle_nn::{VarBuilder, VarMap};
 
+mod common;
+
 fn vec_f64(t: &Tensor) -> Vec<f64> {
     t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
 }
@@ -433,15 +435,7 @@ fn a_small_unet_learns_to_denoise_procedural_shapes() -> Result<()> {
     // 16x16 procedural shapes, a tiny UNet, 100 Adam steps: the epsilon loss must fall well below 1
     // (the loss of predicting 0; x_t alone gives no better constant guess).
     let data = procedural::shapes_split(256, 16, 16, 1, 0)?;
-    let unet = UNetConfig {
-        image_size: 16,
-        base_channels: 8,
-        channel_mults: vec![1, 2],
-        groups: 4,
-        time_embed_dim: 32,
-        ..UNetConfig::bench()
-    };
-    let train = TrainConfig { lr: 2e-3, batch_size: 16, ..TrainConfig::default() };
+    let (unet, train) = common::small_unet_16();
     let mut trainer =
         Trainer::new(unet, &ScheduleConfig::default(), train, data.train.len(), DType::F32, &Device::Cpu)?;
     let mut losses = vec![];
@@ -457,7 +451,7 @@ fn a_small_unet_learns_to_denoise_procedural_shapes() -> Result<()> {
     let mut other = Trainer::new(
         trainer.model().config().clone(),
         &ScheduleConfig::default(),
-        TrainConfig { lr: 2e-3, batch_size: 16, ..TrainConfig::default() },
+        common::small_unet_16().1,
         data.train.len(),
         DType::F32,
         &Device::Cpu,

@@ -13,12 +13,14 @@ use candle_generative::cyclegan::{
     UnpairedBatch,
 };
 use candle_generative::data::{procedural, transforms, Split};
-use candle_generative::diffusion::{self, ScheduleConfig, UNetConfig};
+use candle_generative::diffusion::{self, ScheduleConfig};
 use candle_generative::gan::{self, DcganDiscriminator, DcganGenerator, RealBatch, StepConfig};
 use candle_generative::optim::{Adam, AdamConfig, LossScaling, MixedPrecision, NamedVars};
 use candle_generative::rng::Rng;
 use candle_generative::{pixelcnn, vae, Result};
 use candle_nn::{VarBuilder, VarMap};
+
+mod common;
 
 const CPU: Device = Device::Cpu;
 const HALF: [DType; 2] = [DType::BF16, DType::F16];
@@ -93,15 +95,7 @@ fn pixelcnn_trains_in_bf16_and_f16() -> Result<()> {
 #[test]
 fn diffusion_trains_in_bf16_and_f16_and_resumes_exactly() -> Result<()> {
     let data = shapes(16, 0)?;
-    let unet = UNetConfig {
-        image_size: 16,
-        base_channels: 8,
-        channel_mults: vec![1, 2],
-        groups: 4,
-        time_embed_dim: 32,
-        ..UNetConfig::bench()
-    };
-    let train = diffusion::TrainConfig { lr: 2e-3, batch_size: 16, ..diffusion::TrainConfig::default() };
+    let (unet, train) = common::small_unet_16();
     let new =
         |dtype| diffusion::Trainer::new(unet.clone(), &ScheduleConfig::default(), train.clone(), 512, dtype, &CPU);
     check_runs("diffusion", 15, 0.10, |dtype| {

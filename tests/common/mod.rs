@@ -35,3 +35,19 @@ pub fn fashion_mnist_or_skip(test_name: &str) -> Option<Split> {
         Err(e) => panic!("{test_name}: Fashion-MNIST found in {} but not loadable: {e}", dir.display()),
     }
 }
+
+/// The tiny diffusion setup the diffusion training tests share: a UNet for 16x16 grey images
+/// (base 8, multipliers 1,2, 4 groups) and Adam at 2e-3 on batches of 16.
+#[allow(dead_code)]
+pub fn small_unet_16() -> (candle_generative::diffusion::UNetConfig, candle_generative::diffusion::TrainConfig) {
+    use candle_generative::diffusion::{TrainConfig, UNetConfig};
+    let unet = UNetConfig {
+        image_size: 16,
+        base_channels: 8,
+        channel_mults: vec![1, 2],
+        groups: 4,
+        time_embed_dim: 32,
+        ..UNetConfig::bench()
+    };
+    (unet, TrainConfig { lr: 2e-3, batch_size: 16, ..TrainConfig::default() })
+}

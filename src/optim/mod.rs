@@ -1,5 +1,5 @@
 //! Training utilities: optimizers with exportable state, learning-rate schedules, EMA of
-//! weights and gradient clipping.
+//! weights, gradient clipping, mixed precision and data-parallel gradient averaging.
 //!
 //! Every optimizer implements `candle_nn::Optimizer` (so `backward_step` and
 //! `set_learning_rate` work as usual) and [`TrainingState`], so its moments and step count go
@@ -8,6 +8,7 @@
 
 mod adam;
 mod clip;
+mod data_parallel;
 mod ema;
 mod grads;
 mod loss_scale;
@@ -22,6 +23,7 @@ mod testing;
 
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
+pub use data_parallel::{DataParallel, GradientReducer, ThreadGroup};
 pub use ema::{Ema, EmaConfig, EmaWarmup};
 pub use grads::retain_var_grads;
 pub use loss_scale::{LossScaleConfig, LossScaler, ScaleChange};

@@ -274,7 +274,7 @@ fn run(args: Args) -> Result<()> {
         pool_size: args.pool_size,
         seed: args.seed,
         data: task.description.clone(),
-        dtype: format!("{dtype:?}").to_lowercase(),
+        dtype: dtype.as_str().to_string(),
     };
 
     let varmap = VarMap::new();

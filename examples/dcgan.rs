@@ -203,7 +203,7 @@ fn run(args: Args) -> Result<()> {
         adam_g: adam(args.lr_g),
         adam_d: adam(args.lr_d),
         data: source.to_string(),
-        dtype: format!("{dtype:?}").to_lowercase(),
+        dtype: dtype.as_str().to_string(),
     };
 
     // Build everything first; a resumed run then overwrites it from the checkpoint.

@@ -20,10 +20,11 @@ mod sgd;
 mod state;
 #[cfg(test)]
 mod testing;
+mod thread_group;
 
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
-pub use data_parallel::{DataParallel, GradientReducer, ThreadGroup};
+pub use data_parallel::{DataParallel, GradientReducer};
 pub use ema::{Ema, EmaConfig, EmaWarmup};
 pub use grads::retain_var_grads;
 pub use loss_scale::{LossScaleConfig, LossScaler, ScaleChange};
@@ -33,3 +34,4 @@ pub use named::{NamedVars, TrainingState};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use schedule::{LrSchedule, LrScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
+pub use thread_group::ThreadGroup;
